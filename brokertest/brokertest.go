@@ -1,0 +1,220 @@
+// Package brokertest is the conformance suite every broker.Broker passes.
+//
+// An adapter runs it from a test with a Harness that opens fresh instances
+// against a real server:
+//
+//	func TestConformance(t *testing.T) {
+//		brokertest.Run(t, brokertest.Harness{
+//			Open: func(ctx context.Context) (broker.Broker, error) { return mybroker.Open(ctx, url) },
+//		})
+//	}
+//
+// The suite reads the Broker's Capabilities and skips, with the reason,
+// only the checks of guarantees the broker says it does not give.
+package brokertest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/isobroker/broker"
+)
+
+// Harness tells the suite how to reach the broker under test.
+type Harness struct {
+	// Open returns a new, independent Broker instance. Required.
+	Open func(ctx context.Context) (broker.Broker, error)
+	// NewTopic returns a topic name no other test uses, creating it on the
+	// server if the broker needs topics to exist (Event Hubs). Default: a
+	// random name.
+	NewTopic func(t testing.TB) string
+	// Timeout bounds each wait for deliveries (default 20 s). Keep it
+	// generous: the suite runs on slow shared machines.
+	Timeout time.Duration
+}
+
+func (h Harness) withDefaults() Harness {
+	if h.NewTopic == nil {
+		h.NewTopic = func(t testing.TB) string { return RandomName("topic") }
+	}
+	if h.Timeout <= 0 {
+		h.Timeout = 20 * time.Second
+	}
+	return h
+}
+
+// RandomName returns prefix followed by a random suffix, for topics and
+// groups that must not collide across tests or runs.
+func RandomName(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// Run runs the whole suite as subtests of t.
+func Run(t *testing.T, h Harness) {
+	if h.Open == nil {
+		t.Fatal("brokertest: Harness.Open is required")
+	}
+	s := &suite{h: h.withDefaults()}
+	tests := []struct {
+		name string
+		fn   func(t *testing.T)
+	}{
+		{"RoundTrip", s.testRoundTrip},
+		{"EmptyBodyAndManyHeaders", s.testEmptyBodyAndManyHeaders},
+		{"GroupsFanOut", s.testGroupsFanOut},
+		{"GroupsCompete", s.testGroupsCompete},
+		{"AckedNotRedelivered", s.testAckedNotRedelivered},
+		{"NackRedelivers", s.testNackRedelivers},
+		{"PerKeyOrdering", s.testPerKeyOrdering},
+		{"PublishAfterClose", s.testPublishAfterClose},
+		{"ExpiredContext", s.testExpiredContext},
+		{"ShortPublishContext", s.testShortPublishContext},
+		{"SubscribeContextEnds", s.testSubscribeContextEnds},
+		{"CloseWaitsForHandlers", s.testCloseWaitsForHandlers},
+		{"CloseHonoursContext", s.testCloseHonoursContext},
+		{"SubscriptionCloseIsLocal", s.testSubscriptionCloseIsLocal},
+		{"BadInput", s.testBadInput},
+		{"OversizeMessage", s.testOversizeMessage},
+		{"ConcurrentPublishersAndSubscribers", s.testConcurrent},
+		{"StateWatch", s.testStateWatch},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, tc.fn)
+	}
+}
+
+type suite struct{ h Harness }
+
+// open returns a Broker closed at the end of the test.
+func (s *suite) open(t *testing.T) broker.Broker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), s.h.Timeout)
+	defer cancel()
+	b, err := s.h.Open(ctx)
+	if err != nil {
+		t.Fatalf("open broker: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.h.Timeout)
+		defer cancel()
+		_ = b.Close(ctx) // tests that close it themselves get ErrClosed here
+	})
+	return b
+}
+
+func (s *suite) ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), s.h.Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// subscribe subscribes and closes the subscription at the end of the test.
+func (s *suite) subscribe(t *testing.T, b broker.Broker, topic string, h broker.Handler, opts ...broker.SubscribeOption) broker.Subscription {
+	t.Helper()
+	sub, err := b.Subscribe(s.ctx(t), topic, h, opts...)
+	if err != nil {
+		t.Fatalf("subscribe to %q: %v", topic, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.h.Timeout)
+		defer cancel()
+		_ = sub.Close(ctx)
+	})
+	return sub
+}
+
+func (s *suite) publish(t *testing.T, b broker.Broker, topic string, msgs ...*broker.Message) {
+	t.Helper()
+	if err := b.Publish(s.ctx(t), topic, msgs...); err != nil {
+		t.Fatalf("publish %d message(s) to %q: %v", len(msgs), topic, err)
+	}
+}
+
+// collector gathers deliveries on a channel.
+type collector struct{ ch chan *broker.Delivery }
+
+func newCollector() *collector { return &collector{ch: make(chan *broker.Delivery, 100000)} }
+
+func (c *collector) handle(ctx context.Context, d *broker.Delivery) error {
+	select {
+	case c.ch <- d:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// take waits for n deliveries.
+func (s *suite) take(t *testing.T, c *collector, n int) []*broker.Delivery {
+	t.Helper()
+	out := make([]*broker.Delivery, 0, n)
+	timer := time.NewTimer(s.h.Timeout)
+	defer timer.Stop()
+	for len(out) < n {
+		select {
+		case d := <-c.ch:
+			out = append(out, d)
+		case <-timer.C:
+			t.Fatalf("got %d of %d deliveries within %v", len(out), n, s.h.Timeout)
+		}
+	}
+	return out
+}
+
+// takeUntil collects deliveries until one with ID marker arrives, and
+// returns those before it.
+func (s *suite) takeUntil(t *testing.T, c *collector, marker string) []*broker.Delivery {
+	t.Helper()
+	var out []*broker.Delivery
+	timer := time.NewTimer(s.h.Timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case d := <-c.ch:
+			if d.ID == marker {
+				return out
+			}
+			out = append(out, d)
+		case <-timer.C:
+			t.Fatalf("marker %q not delivered within %v (%d other deliveries)", marker, s.h.Timeout, len(out))
+		}
+	}
+}
+
+func msg(id string) *broker.Message {
+	return &broker.Message{ID: id, Body: []byte("body of " + id)}
+}
+
+func ids(ds []*broker.Delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.ID
+	}
+	return out
+}
+
+// countIDs counts deliveries per ID.
+func countIDs(ds []*broker.Delivery) map[string]int {
+	m := make(map[string]int, len(ds))
+	for _, d := range ds {
+		m[d.ID]++
+	}
+	return m
+}
+
+func describe(m map[string]int) string {
+	var parts []string
+	for id, n := range m {
+		if n != 1 {
+			parts = append(parts, fmt.Sprintf("%s×%d", id, n))
+		}
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,103 @@
+package broker
+
+import (
+	"context"
+	"errors"
+)
+
+// Sentinel errors. Adapters wrap them with %w, so test with errors.Is.
+var (
+	// ErrClosed: the Broker or Subscription was closed. Not retryable on
+	// this instance.
+	ErrClosed = errors.New("broker: closed")
+	// ErrTopicRequired: Publish or Subscribe was given an empty topic.
+	ErrTopicRequired = errors.New("broker: topic is required")
+	// ErrNilMessage: Publish was given a nil *Message.
+	ErrNilMessage = errors.New("broker: nil message")
+	// ErrNilHandler: Subscribe was given a nil Handler.
+	ErrNilHandler = errors.New("broker: nil handler")
+	// ErrMessageTooLarge: a message exceeds the broker's size limit. It is
+	// returned before anything of the call is sent.
+	ErrMessageTooLarge = errors.New("broker: message too large")
+	// ErrInvalidOption: an option, URL or connection string is malformed or
+	// not supported by this broker.
+	ErrInvalidOption = errors.New("broker: invalid option")
+	// ErrUnsupported: the broker cannot do what was asked (see
+	// Capabilities).
+	ErrUnsupported = errors.New("broker: not supported")
+	// ErrUnauthorized: the credentials were refused.
+	ErrUnauthorized = errors.New("broker: unauthorized")
+	// ErrNotFound: the topic, hub, vhost or partition does not exist.
+	ErrNotFound = errors.New("broker: not found")
+	// ErrUnroutable: the message reached no queue (RabbitMQ mandatory
+	// publish returned it). Retryable once a consumer has bound a queue.
+	ErrUnroutable = errors.New("broker: message unroutable")
+	// ErrOwnershipLost: another consumer took over the partition (Event
+	// Hubs link stolen by a higher or equal owner level).
+	ErrOwnershipLost = errors.New("broker: ownership lost")
+
+	// ErrUnavailable: the connection is down or being re-established.
+	// Retryable.
+	ErrUnavailable = errors.New("broker: unavailable")
+	// ErrBlocked: the server blocked publishers (RabbitMQ memory or disk
+	// alarm). Retryable once the alarm clears.
+	ErrBlocked = errors.New("broker: blocked by server")
+	// ErrNacked: the server refused to take responsibility for a message
+	// (RabbitMQ basic.nack). Retryable.
+	ErrNacked = errors.New("broker: message nacked by server")
+	// ErrBusy: the server asked the client to back off (server-busy,
+	// throttling). Retryable.
+	ErrBusy = errors.New("broker: server busy")
+)
+
+// retryableSentinels are the sentinels IsRetryable answers true for.
+func isRetryableSentinel(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBlocked) ||
+		errors.Is(err, ErrNacked) || errors.Is(err, ErrBusy) ||
+		errors.Is(err, ErrUnroutable) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// IsRetryable reports whether the operation that returned err may succeed
+// if tried again on the same Broker (perhaps after a delay). Errors that
+// carry their own classification (a Retryable() bool method, see
+// MarkRetryable and MarkFatal) decide for themselves; otherwise the
+// sentinels ErrUnavailable, ErrBlocked, ErrNacked, ErrBusy, ErrUnroutable
+// and context.DeadlineExceeded are retryable, and everything else —
+// ErrClosed, bad input, unauthorized, not found, context.Canceled — is not.
+func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var c interface{ Retryable() bool }
+	if errors.As(err, &c) {
+		return c.Retryable()
+	}
+	return isRetryableSentinel(err)
+}
+
+// MarkRetryable wraps err so that IsRetryable reports true. Adapters use it
+// for wire errors they classify as transient. It returns nil for nil.
+func MarkRetryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &classified{err: err, retryable: true}
+}
+
+// MarkFatal wraps err so that IsRetryable reports false. It returns nil for
+// nil.
+func MarkFatal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &classified{err: err, retryable: false}
+}
+
+type classified struct {
+	err       error
+	retryable bool
+}
+
+func (c *classified) Error() string   { return c.err.Error() }
+func (c *classified) Unwrap() error   { return c.err }
+func (c *classified) Retryable() bool { return c.retryable }

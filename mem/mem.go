@@ -1,0 +1,442 @@
+// Package mem is the in-memory Broker: the embedded default that needs no
+// server, and the reference for the semantics the real adapters promise.
+//
+// Semantics: a topic routes each published message to every group queue
+// that exists at that moment (a message published to a topic nobody has
+// subscribed to is accepted and discarded, as by a RabbitMQ exchange with
+// no bound queue). A group's queue is created by its first Subscribe and
+// kept, collecting messages, until the Broker is closed; members of one
+// group compete for its messages, and different groups each get every
+// message. A Subscribe without a group gets a private queue that is
+// removed when the subscription ends. Messages with the same Key are handed
+// to a group's handlers one at a time in publish order, even with
+// Concurrency > 1; a nacked message is redelivered before the messages
+// behind it. Queues are bounded: Publish waits for space by its ctx.
+//
+// Nothing survives Close: messages still queued are discarded with the
+// instance (Capabilities.Persistent is false). Two Brokers never share
+// anything, whatever their names.
+package mem
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/isobroker/broker"
+)
+
+// Defaults.
+const (
+	// DefaultQueueCapacity is how many messages a group queue holds before
+	// Publish waits.
+	DefaultQueueCapacity = 1024
+	// DefaultMaxMessageSize is the largest Body Publish accepts (4 MiB).
+	DefaultMaxMessageSize = 4 << 20
+)
+
+// Option configures New.
+type Option func(*config)
+
+type config struct {
+	name           string
+	logger         *slog.Logger
+	queueCapacity  int
+	maxMessageSize int
+}
+
+// WithName names the instance in logs.
+func WithName(name string) Option { return func(c *config) { c.name = name } }
+
+// WithLogger sets the logger (default: slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithQueueCapacity bounds each group queue to n waiting messages (n ≥ 1).
+func WithQueueCapacity(n int) Option { return func(c *config) { c.queueCapacity = n } }
+
+// WithMaxMessageSize sets the largest Body Publish accepts (n ≥ 1).
+func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxMessageSize = n } }
+
+// Broker is the in-memory broker. Create it with New; it is safe for
+// concurrent use.
+type Broker struct {
+	cfg    config
+	log    *slog.Logger
+	state  *broker.StateTracker
+	closed chan struct{} // closed when Close starts
+
+	mu     sync.Mutex
+	topics map[string]map[string]*queue // topic → queue name → queue
+	subs   map[*subscription]struct{}
+	seq    int64 // last message sequence number
+	nextID int   // private queue names
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// New returns a connected in-memory Broker. It fails only on bad options.
+func New(opts ...Option) (*Broker, error) {
+	cfg := config{queueCapacity: DefaultQueueCapacity, maxMessageSize: DefaultMaxMessageSize}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.queueCapacity < 1 {
+		return nil, fmt.Errorf("mem: %w: queue capacity %d, want >= 1", broker.ErrInvalidOption, cfg.queueCapacity)
+	}
+	if cfg.maxMessageSize < 1 {
+		return nil, fmt.Errorf("mem: %w: max message size %d, want >= 1", broker.ErrInvalidOption, cfg.maxMessageSize)
+	}
+	log := cfg.logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("broker", "mem", "name", cfg.name)
+	b := &Broker{
+		cfg:    cfg,
+		log:    log,
+		state:  broker.NewStateTracker(broker.StateConnecting),
+		closed: make(chan struct{}),
+		topics: make(map[string]map[string]*queue),
+		subs:   make(map[*subscription]struct{}),
+	}
+	b.state.Set(broker.StateConnected, nil)
+	log.Debug("broker open")
+	return b, nil
+}
+
+// Capabilities reports the mem guarantees: redelivery, competing consumers
+// and per-key ordering; no replay, no persistence.
+func (b *Broker) Capabilities() broker.Capabilities {
+	return broker.Capabilities{
+		Redelivery:         true,
+		CompetingConsumers: true,
+		PerKeyOrdering:     true,
+		MaxMessageSize:     b.cfg.maxMessageSize,
+	}
+}
+
+// State reports StateConnected until Close, then StateClosed.
+func (b *Broker) State() broker.State { return b.state.State() }
+
+// WatchState implements broker.Broker.
+func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
+	return b.state.Watch(ctx)
+}
+
+func (b *Broker) isClosed() bool {
+	select {
+	case <-b.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Publish copies msgs into every group queue of topic, in order. It waits
+// while a queue is full until ctx ends (returning ctx's error) or the
+// broker closes (ErrClosed). Invalid messages are reported before any is
+// enqueued.
+func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	if b.isClosed() {
+		return fmt.Errorf("mem: publish: %w", broker.ErrClosed)
+	}
+	if topic == "" {
+		return fmt.Errorf("mem: publish: %w", broker.ErrTopicRequired)
+	}
+	for i, m := range msgs {
+		if m == nil {
+			return fmt.Errorf("mem: publish to %q: message %d: %w", topic, i, broker.ErrNilMessage)
+		}
+		if len(m.Body) > b.cfg.maxMessageSize {
+			return fmt.Errorf("mem: publish to %q: message %d body is %d bytes, limit %d: %w",
+				topic, i, len(m.Body), b.cfg.maxMessageSize, broker.ErrMessageTooLarge)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("mem: publish to %q: %w", topic, err)
+	}
+	for i, m := range msgs {
+		rec, queues := b.accept(topic, m)
+		for _, q := range queues {
+			if err := q.put(ctx, b.closed, &item{msg: rec, key: rec.Key}); err != nil {
+				if err == errStopped {
+					err = broker.ErrClosed
+				}
+				return fmt.Errorf("mem: publish to %q: message %d of %d not accepted: %w", topic, i, len(msgs), err)
+			}
+		}
+	}
+	return nil
+}
+
+// accept stamps a private copy of m and returns the queues it goes to.
+func (b *Broker) accept(topic string, m *broker.Message) (*broker.Message, []*queue) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.seq++
+	rec := cloneMessage(m)
+	rec.Metadata = broker.Metadata{Topic: topic, SequenceNumber: b.seq, EnqueuedAt: time.Now()}
+	queues := make([]*queue, 0, len(b.topics[topic]))
+	for _, q := range b.topics[topic] {
+		queues = append(queues, q)
+	}
+	return rec, queues
+}
+
+func cloneMessage(m *broker.Message) *broker.Message {
+	c := *m
+	c.Body = append([]byte(nil), m.Body...)
+	c.Headers = maps.Clone(m.Headers)
+	return &c
+}
+
+// Subscribe registers h on topic's queue for the group (creating it) and
+// returns at once. Only StartLatest is supported; other positions and any
+// driver option are rejected with an error naming them.
+func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
+	if b.isClosed() {
+		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrClosed)
+	}
+	if topic == "" {
+		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrTopicRequired)
+	}
+	if h == nil {
+		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, broker.ErrNilHandler)
+	}
+	cfg, err := broker.NewSubscribeConfig(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, err)
+	}
+	if cfg.Start.Kind != broker.StartLatest {
+		return nil, fmt.Errorf("mem: subscribe to %q: start position %s: %w (mem keeps no history)", topic, cfg.Start, broker.ErrUnsupported)
+	}
+	if len(cfg.DriverOptions) > 0 {
+		return nil, fmt.Errorf("mem: subscribe to %q: %w: unknown driver option %T", topic, broker.ErrInvalidOption, cfg.DriverOptions[0])
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, err)
+	}
+
+	b.mu.Lock()
+	if b.isClosed() { // Close may have run since the first check
+		b.mu.Unlock()
+		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrClosed)
+	}
+	qs := b.topics[topic]
+	if qs == nil {
+		qs = make(map[string]*queue)
+		b.topics[topic] = qs
+	}
+	qname := "group:" + cfg.Group
+	if cfg.Group == "" {
+		b.nextID++
+		qname = fmt.Sprintf("private:%d", b.nextID)
+	}
+	q := qs[qname]
+	if q == nil {
+		q = newQueue(b.cfg.queueCapacity, cfg.Group == "")
+		qs[qname] = q
+	}
+	s := newSubscription(ctx, b, topic, qname, q, cfg, h)
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+
+	s.start()
+	b.log.Debug("subscribed", "topic", topic, "group", cfg.Group, "concurrency", cfg.Concurrency)
+	return s, nil
+}
+
+// forget removes an ended subscription, and its queue if private.
+func (b *Broker) forget(s *subscription) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.subs, s)
+	if s.q.private {
+		delete(b.topics[s.topic], s.qname)
+		s.q.drop()
+	}
+}
+
+// Close stops accepting publishes and subscriptions at once, lets running
+// handlers finish until ctx ends (then cancels their contexts), and
+// discards queued messages. It returns nil after a clean drain, an error
+// wrapping ctx.Err() otherwise, and ErrClosed when called again.
+func (b *Broker) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.isClosed() {
+		b.mu.Unlock()
+		return fmt.Errorf("mem: close: %w", broker.ErrClosed)
+	}
+	close(b.closed)
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	b.state.Set(broker.StateClosed, nil)
+
+	for _, s := range subs {
+		s.stop(broker.ErrClosed)
+	}
+	var err error
+	for _, s := range subs {
+		if werr := s.wait(ctx); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	b.mu.Lock()
+	for _, qs := range b.topics {
+		for _, q := range qs {
+			q.drop()
+		}
+	}
+	b.topics = nil
+	b.mu.Unlock()
+	if err != nil {
+		b.log.Warn("broker closed before handlers finished", "err", err)
+		return fmt.Errorf("mem: close: %w", err)
+	}
+	b.log.Debug("broker closed")
+	return nil
+}
+
+// subscription runs cfg.Concurrency workers taking from q.
+type subscription struct {
+	b            *Broker
+	topic, qname string
+	q            *queue
+	cfg          broker.SubscribeConfig
+	h            broker.Handler
+
+	subscribeCtx   context.Context
+	handlerCtx     context.Context // cancelled when Close gives up or the Subscribe ctx ends
+	cancelHandlers context.CancelFunc
+	stopCtxHook    func() bool
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed: take no more messages
+	done     chan struct{} // closed when every worker has returned
+	wg       sync.WaitGroup
+
+	mu     sync.Mutex
+	err    error
+	closed bool // Close was called
+}
+
+func newSubscription(ctx context.Context, b *Broker, topic, qname string, q *queue, cfg broker.SubscribeConfig, h broker.Handler) *subscription {
+	hctx, cancel := context.WithCancel(ctx)
+	s := &subscription{
+		b: b, topic: topic, qname: qname, q: q, cfg: cfg, h: h,
+		subscribeCtx: ctx, handlerCtx: hctx, cancelHandlers: cancel,
+		stopping: make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	s.stopCtxHook = context.AfterFunc(ctx, func() { s.stop(ctx.Err()) })
+	return s
+}
+
+func (s *subscription) start() {
+	s.wg.Add(s.cfg.Concurrency)
+	for range s.cfg.Concurrency {
+		go s.work()
+	}
+	go func() {
+		s.wg.Wait()
+		if err := s.subscribeCtx.Err(); err != nil {
+			s.stop(err) // workers may see the ctx before the AfterFunc runs
+		}
+		s.stopCtxHook()
+		s.cancelHandlers()
+		s.b.forget(s)
+		close(s.done)
+	}()
+}
+
+// stop makes the workers take no more messages; cause is reported by Err.
+func (s *subscription) stop(cause error) {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		if !s.closed {
+			s.err = cause
+		}
+		s.mu.Unlock()
+		close(s.stopping)
+	})
+}
+
+func (s *subscription) work() {
+	defer s.wg.Done()
+	for {
+		it := s.q.take(s.handlerCtx, s.stopping)
+		if it == nil {
+			return
+		}
+		err := s.handle(it)
+		s.q.settle(it, err == nil)
+		if err != nil {
+			s.b.log.Debug("handler nacked; message will be redelivered", "topic", s.topic, "group", s.cfg.Group, "err", err)
+		}
+	}
+}
+
+// handle runs the handler on a clone of the item's message, turning a panic
+// into an error.
+func (s *subscription) handle(it *item) (err error) {
+	m := cloneMessage(it.msg)
+	m.Metadata.Redelivered = it.count > 0
+	m.Metadata.DeliveryCount = it.count
+	defer func() {
+		if r := recover(); r != nil {
+			s.b.log.Error("handler panicked", "topic", s.topic, "group", s.cfg.Group, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("mem: handler panicked: %v", r)
+		}
+	}()
+	return s.h(s.handlerCtx, &broker.Delivery{Message: m, Group: s.cfg.Group})
+}
+
+// wait waits for the workers until ctx ends; then it cancels the handlers'
+// contexts and returns ctx's error.
+func (s *subscription) wait(ctx context.Context) error {
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		s.cancelHandlers()
+		return fmt.Errorf("handlers of %q still running: %w", s.topic, ctx.Err())
+	}
+}
+
+// Close implements broker.Subscription.
+func (s *subscription) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("mem: subscription close: %w", broker.ErrClosed)
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.stop(nil)
+	if err := s.wait(ctx); err != nil {
+		return fmt.Errorf("mem: subscription close: %w", err)
+	}
+	return nil
+}
+
+// Done implements broker.Subscription.
+func (s *subscription) Done() <-chan struct{} { return s.done }
+
+// Err implements broker.Subscription.
+func (s *subscription) Err() error {
+	select {
+	case <-s.done:
+	default:
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
