@@ -72,6 +72,7 @@ func Run(t *testing.T, h Harness) {
 		{"GroupsCompete", s.testGroupsCompete},
 		{"AckedNotRedelivered", s.testAckedNotRedelivered},
 		{"NackRedelivers", s.testNackRedelivers},
+		{"CloseWhileRedelivering", s.testCloseWhileRedelivering},
 		{"PerKeyOrdering", s.testPerKeyOrdering},
 		{"PublishAfterClose", s.testPublishAfterClose},
 		{"ExpiredContext", s.testExpiredContext},

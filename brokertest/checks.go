@@ -178,6 +178,43 @@ func (s *suite) testNackRedelivers(t *testing.T) {
 	}
 }
 
+// testCloseWhileRedelivering: a subscription whose handler always fails
+// (so the broker redelivers in a tight loop) still stops promptly when
+// closed.
+func (s *suite) testCloseWhileRedelivering(t *testing.T) {
+	b := s.open(t)
+	if !b.Capabilities().Redelivery {
+		t.Skip("broker does not redeliver nacked messages (Capabilities.Redelivery is false)")
+	}
+	topic := s.h.NewTopic(t)
+	var calls atomic.Int64
+	sub := s.subscribe(t, b, topic, func(context.Context, *broker.Delivery) error {
+		calls.Add(1)
+		return errors.New("always failing")
+	}, broker.Group(RandomName("g")), broker.Concurrency(2))
+	s.publish(t, b, topic, msg("poison-1"), msg("poison-2"))
+	deadline := time.Now().Add(s.h.Timeout)
+	for calls.Load() < 10 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if calls.Load() < 10 {
+		t.Fatalf("handler called %d times; nacked messages are not redelivered", calls.Load())
+	}
+	if err := sub.Close(s.ctx(t)); err != nil {
+		t.Errorf("Close of a redelivering subscription = %v", err)
+	}
+	select {
+	case <-sub.Done():
+	default:
+		t.Errorf("Done not closed after Close returned")
+	}
+	after := calls.Load()
+	time.Sleep(100 * time.Millisecond)
+	if n := calls.Load(); n != after {
+		t.Errorf("handler called %d more times after Close returned", n-after)
+	}
+}
+
 // testPerKeyOrdering: with four concurrent handlers, messages of one key
 // arrive in publish order and never overlap; a nack keeps the order.
 func (s *suite) testPerKeyOrdering(t *testing.T) {

@@ -104,7 +104,7 @@ func (q *queue) enqueue(it *item) {
 func (q *queue) take(ctx context.Context, stop <-chan struct{}) *item {
 	q.mu.Lock()
 	for {
-		if q.dropped {
+		if q.dropped || ctx.Err() != nil || isDone(stop) {
 			q.mu.Unlock()
 			return nil
 		}
@@ -183,4 +183,13 @@ func (q *queue) drop() {
 	defer q.mu.Unlock()
 	q.dropped = true
 	q.broadcast()
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

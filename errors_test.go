@@ -1,0 +1,63 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/isobroker/broker"
+)
+
+func TestIsRetryable(t *testing.T) {
+	cases := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{broker.ErrClosed, false},
+		{fmt.Errorf("x: %w", broker.ErrTopicRequired), false},
+		{broker.ErrUnauthorized, false},
+		{context.Canceled, false},
+		{fmt.Errorf("x: %w", broker.ErrUnavailable), true},
+		{broker.ErrBlocked, true},
+		{broker.ErrNacked, true},
+		{broker.ErrBusy, true},
+		{fmt.Errorf("publish: %w", context.DeadlineExceeded), true},
+		{broker.MarkRetryable(errors.New("link detached")), true},
+		{broker.MarkFatal(fmt.Errorf("x: %w", broker.ErrUnavailable)), false},
+		{fmt.Errorf("outer: %w", broker.MarkRetryable(broker.ErrNotFound)), true},
+	}
+	for _, c := range cases {
+		if got := broker.IsRetryable(c.err); got != c.want {
+			t.Errorf("IsRetryable(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+	if broker.MarkRetryable(nil) != nil || broker.MarkFatal(nil) != nil {
+		t.Error("marking nil must give nil")
+	}
+	marked := broker.MarkFatal(broker.ErrNotFound)
+	if !errors.Is(marked, broker.ErrNotFound) || marked.Error() != broker.ErrNotFound.Error() {
+		t.Errorf("marking changed the error: %v", marked)
+	}
+}
+
+func TestSubscribeConfig(t *testing.T) {
+	c, err := broker.NewSubscribeConfig(broker.Group("g"), broker.Concurrency(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Group != "g" || c.Concurrency != 4 || c.Prefetch != 16 || c.Start.Kind != broker.StartLatest {
+		t.Errorf("config = %+v", c)
+	}
+	bad := []broker.SubscribeOption{
+		broker.Concurrency(0), broker.Prefetch(-1),
+		broker.StartAt(broker.AtOffset("", false)), broker.StartAt(broker.AtSequence(-1, true)),
+		broker.StartAt(broker.Position{Kind: 99}), broker.StartAt(broker.Position{Kind: broker.StartTime}),
+	}
+	for i, o := range bad {
+		if _, err := broker.NewSubscribeConfig(o); !errors.Is(err, broker.ErrInvalidOption) {
+			t.Errorf("bad option %d: err = %v, want ErrInvalidOption", i, err)
+		}
+	}
+}
