@@ -1,0 +1,1189 @@
+package emulator
+
+import (
+	"bufio"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/isobroker/broker/internal/amqp10"
+)
+
+// Protocol constants of the server side.
+const (
+	sessionWindow   = 5000 // incoming window granted to each session, in transfer frames
+	handleMax       = 4095
+	channelMax      = 4095
+	linkCredit      = 500 // credit granted to client senders
+	saslMaxFrame    = 64 << 10
+	writeHighWater  = 4 << 20 // stop pumping events above this many queued bytes
+	writeLowWater   = 1 << 20
+	writeHardLimit  = 64 << 20    // a peer that lets this much pile up is dropped
+	maxReplies      = 1024        // queued RPC replies per reply link
+	closeGrace      = time.Second // wait for the peer's close after sending ours
+	writeTimeout    = time.Minute
+	maxEventsPerRun = 64
+	batchFormat     = 0x80013700
+)
+
+// linkKind classifies a link by what the client does on it.
+type linkKind int
+
+const (
+	kindRefused       linkKind = iota // refused attach awaiting the client's detach
+	kindCBSRequest                    // client sends put-token requests
+	kindCBSReply                      // client receives put-token replies
+	kindMgmtRequest                   // client sends management requests
+	kindMgmtReply                     // client receives management replies
+	kindEventSender                   // client sends events
+	kindEventReceiver                 // client receives events
+)
+
+func (k linkKind) isEntity() bool { return k == kindEventSender || k == kindEventReceiver }
+
+// weSend reports whether the server is the sending end of the link.
+func (k linkKind) weSend() bool {
+	return k == kindCBSReply || k == kindMgmtReply || k == kindEventReceiver
+}
+
+// link is one attached link; all fields are owned by the connection loop.
+type link struct {
+	id         uint64
+	s          *session
+	name       string
+	handle     uint32
+	kind       linkKind
+	address    string // entity address: a sender's target, a receiver's source
+	replyAddr  string // reply links: the client's target address
+	detached   bool   // the server sent its detach
+	lastActive time.Time
+
+	// client sends, server receives
+	deliveryCount uint32
+	credit        uint32
+	inc           *incoming
+	hub           *hub
+	part          *partition // nil: the hub picks
+
+	// server sends, client receives
+	sndCount  uint32
+	sndCredit uint32
+	unsettled bool // the client asked for snd-settle-mode unsettled
+	drain     bool
+	replies   [][]byte
+	cursor    int64
+	rset      *receiverSet
+	subscribe *partition
+}
+
+// incoming is a delivery being assembled from transfer frames.
+type incoming struct {
+	deliveryID uint32
+	settled    bool
+	format     uint32
+	buf        []byte
+	oversize   bool
+}
+
+// session is one session; owned by the connection loop.
+type session struct {
+	ch                   uint16
+	nextIncomingID       uint32
+	incomingWindow       uint32
+	nextOutgoingID       uint32
+	remoteIncomingWindow uint32
+	nextDeliveryID       uint32
+	handleMax            uint32
+	links                map[uint32]*link
+	ending               bool // the server sent end
+}
+
+// claim is a token accepted on $cbs.
+type claim struct {
+	path   string
+	expiry time.Time
+}
+
+type readResult struct {
+	f   amqp10.Frame
+	err error
+}
+
+// conn serves one client connection. The loop goroutine owns all protocol
+// state; the reader and writer goroutines only move bytes; other
+// goroutines talk to it through post and notify.
+type conn struct {
+	e   *Emulator
+	id  uint64
+	nc  net.Conn
+	log *slog.Logger
+	out *writer
+
+	wake    chan struct{}
+	inboxMu sync.Mutex
+	inbox   []func(*conn)
+
+	// loop-owned state
+	peerMaxFrame  uint32
+	peerIdle      time.Duration
+	hostname      string
+	containerID   string
+	sessions      map[uint16]*session
+	lastRecv      time.Time
+	lastActivity  time.Time
+	lastHeartbeat time.Time
+	plainAuth     bool
+	claims        []claim
+	closing       bool
+	closeDeadline time.Time
+	finished      bool
+	subs          map[*partition]int
+	timers        map[*time.Timer]struct{}
+}
+
+func newConn(e *Emulator, nc net.Conn) *conn {
+	id := e.nextConn.Add(1)
+	return &conn{
+		e:        e,
+		id:       id,
+		nc:       nc,
+		log:      e.log.With("conn", id, "remote", nc.RemoteAddr().String()),
+		wake:     make(chan struct{}, 1),
+		sessions: map[uint16]*session{},
+		subs:     map[*partition]int{},
+		timers:   map[*time.Timer]struct{}{},
+	}
+}
+
+// notify wakes the loop; it never blocks.
+func (c *conn) notify() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// post runs f on the connection's loop; it never blocks. Functions posted
+// after the loop ended are dropped.
+func (c *conn) post(f func(*conn)) {
+	c.inboxMu.Lock()
+	c.inbox = append(c.inbox, f)
+	c.inboxMu.Unlock()
+	c.notify()
+}
+
+func (c *conn) runInbox() {
+	c.inboxMu.Lock()
+	fs := c.inbox
+	c.inbox = nil
+	c.inboxMu.Unlock()
+	for _, f := range fs {
+		if c.finished {
+			return
+		}
+		f(c)
+	}
+}
+
+func (c *conn) serve() {
+	defer c.e.removeConn(c)
+	c.log.Debug("connection accepted")
+	br := bufio.NewReaderSize(c.nc, 32<<10)
+	if err := c.handshake(br); err != nil {
+		c.log.Info("connection handshake failed", "err", err)
+		_ = c.nc.Close()
+		return
+	}
+	c.log.Info("connection open", "container_id", c.containerID, "hostname", c.hostname,
+		"peer_max_frame", c.peerMaxFrame, "peer_idle_timeout", c.peerIdle)
+
+	stop := make(chan struct{})
+	frames := make(chan readResult)
+	readerDone := make(chan struct{})
+	fr := amqp10.NewFrameReader(br, c.e.cfg.MaxFrameSize)
+	go func() {
+		defer close(readerDone)
+		for {
+			typ, ch, body, err := fr.ReadRaw()
+			var f amqp10.Frame
+			if err == nil {
+				f, err = amqp10.DecodeFrame(typ, ch, body)
+			}
+			select {
+			case frames <- readResult{f, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	c.out = newWriter(c)
+	go c.out.run()
+
+	c.loop(frames)
+
+	c.teardown()
+	c.out.finish()
+	t := time.NewTimer(closeGrace)
+	select {
+	case <-c.out.done:
+	case <-t.C:
+	case <-c.e.ctx.Done():
+	}
+	t.Stop()
+	_ = c.nc.Close()
+	<-c.out.done
+	close(stop)
+	<-readerDone
+	c.log.Info("connection closed")
+}
+
+// handshake runs the protocol header, SASL and open exchange.
+func (c *conn) handshake(br *bufio.Reader) error {
+	stopAfter := context.AfterFunc(c.e.ctx, func() { _ = c.nc.SetDeadline(time.Now()) })
+	defer stopAfter()
+	if err := c.nc.SetDeadline(time.Now().Add(c.e.cfg.HandshakeTimeout)); err != nil {
+		return fmt.Errorf("set deadline: %w", err)
+	}
+	amqpHeader := amqp10.ProtocolHeader{ID: amqp10.ProtoAMQP, Major: 1}
+	saslHeader := amqp10.ProtocolHeader{ID: amqp10.ProtoSASL, Major: 1}
+	hdr, err := amqp10.ReadProtocolHeader(br)
+	if err != nil {
+		if errors.Is(err, amqp10.ErrBadProtocolHeader) {
+			// Answer with the header we support, then close (spec 2.2).
+			_, _ = c.nc.Write(amqpHeader.Bytes())
+		}
+		return err
+	}
+	if hdr.ID == amqp10.ProtoSASL && hdr.Major == 1 && hdr.Minor == 0 && hdr.Revision == 0 {
+		if err := c.sasl(br, saslHeader); err != nil {
+			return err
+		}
+		if hdr, err = amqp10.ReadProtocolHeader(br); err != nil {
+			if errors.Is(err, amqp10.ErrBadProtocolHeader) {
+				_, _ = c.nc.Write(amqpHeader.Bytes())
+			}
+			return err
+		}
+	}
+	if hdr != amqpHeader {
+		_, _ = c.nc.Write(amqpHeader.Bytes())
+		return fmt.Errorf("%w: unsupported protocol header %v", amqp10.ErrBadProtocolHeader, hdr)
+	}
+	if _, err := c.nc.Write(amqpHeader.Bytes()); err != nil {
+		return fmt.Errorf("write protocol header: %w", err)
+	}
+	fr := amqp10.NewFrameReader(br, c.e.cfg.MaxFrameSize)
+	var open *amqp10.Open
+	for open == nil {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			var fe *amqp10.FrameError
+			if errors.As(err, &fe) {
+				c.writeOpenAndClose(string(fe.Condition), fe.Err.Error())
+			}
+			return fmt.Errorf("reading open: %w", err)
+		}
+		if f.Body == nil {
+			continue
+		}
+		o, ok := f.Body.(*amqp10.Open)
+		if !ok || f.Type != amqp10.FrameAMQP || f.Channel != 0 {
+			c.writeOpenAndClose(CondNotAllowed, "expected an open frame")
+			return fmt.Errorf("expected open, got %T", f.Body)
+		}
+		open = o
+	}
+	if open.MaxFrameSize < amqp10.MinMaxFrameSize {
+		c.writeOpenAndClose(CondInvalidField, "max-frame-size below 512")
+		return fmt.Errorf("peer max-frame-size %d below 512", open.MaxFrameSize)
+	}
+	c.peerMaxFrame = min(open.MaxFrameSize, 1<<24)
+	c.peerIdle = time.Duration(open.IdleTimeout) * time.Millisecond
+	c.hostname, c.containerID = open.Hostname, open.ContainerID
+	b, err := amqp10.AppendFrame(nil, amqp10.FrameAMQP, 0, c.ourOpen(), nil)
+	if err != nil {
+		return err
+	}
+	if _, err := c.nc.Write(b); err != nil {
+		return fmt.Errorf("write open: %w", err)
+	}
+	if c.e.ctx.Err() != nil {
+		return ErrClosed
+	}
+	if err := c.nc.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("clear deadline: %w", err)
+	}
+	now := time.Now()
+	c.lastRecv, c.lastActivity, c.lastHeartbeat = now, now, now
+	return nil
+}
+
+func (c *conn) ourOpen() *amqp10.Open {
+	o := &amqp10.Open{
+		ContainerID:  fmt.Sprintf("%s-%d", c.e.cfg.Namespace, c.id),
+		MaxFrameSize: c.e.cfg.MaxFrameSize,
+		ChannelMax:   channelMax,
+		Properties: amqp10.Map{
+			{Key: amqp10.Symbol("product"), Value: "isobroker-eventhubs-emulator"},
+		},
+	}
+	if c.e.cfg.HeartbeatTimeout > 0 {
+		o.IdleTimeout = uint32(c.e.cfg.HeartbeatTimeout / time.Millisecond)
+	}
+	return o
+}
+
+// writeOpenAndClose answers a failed open exchange during the handshake.
+func (c *conn) writeOpenAndClose(cond, desc string) {
+	b, err := amqp10.AppendFrame(nil, amqp10.FrameAMQP, 0, c.ourOpen(), nil)
+	if err == nil {
+		b, err = amqp10.AppendFrame(b, amqp10.FrameAMQP, 0, &amqp10.Close{Error: &amqp10.Error{Condition: amqp10.Symbol(cond), Description: desc}}, nil)
+	}
+	if err == nil {
+		_, _ = c.nc.Write(b)
+	}
+}
+
+// sasl runs the SASL layer: ANONYMOUS always succeeds (authorization then
+// happens through CBS), PLAIN checks a shared access key name and key.
+func (c *conn) sasl(br *bufio.Reader, hdr amqp10.ProtocolHeader) error {
+	b := hdr.Bytes()
+	b, err := amqp10.AppendFrame(b, amqp10.FrameSASL, 0, &amqp10.SASLMechanisms{Mechanisms: []amqp10.Symbol{"ANONYMOUS", "PLAIN"}}, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := c.nc.Write(b); err != nil {
+		return fmt.Errorf("write sasl mechanisms: %w", err)
+	}
+	f, err := amqp10.NewFrameReader(br, saslMaxFrame).ReadFrame()
+	if err != nil {
+		return fmt.Errorf("reading sasl-init: %w", err)
+	}
+	init, ok := f.Body.(*amqp10.SASLInit)
+	if !ok {
+		return fmt.Errorf("expected sasl-init, got %T", f.Body)
+	}
+	code := amqp10.SASLAuth
+	switch init.Mechanism {
+	case "ANONYMOUS":
+		code = amqp10.SASLOk
+	case "PLAIN":
+		if c.checkPlain(init.InitialResponse) {
+			code = amqp10.SASLOk
+			c.plainAuth = true
+		}
+	}
+	b, err = amqp10.AppendFrame(nil, amqp10.FrameSASL, 0, &amqp10.SASLOutcome{Result: code}, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := c.nc.Write(b); err != nil {
+		return fmt.Errorf("write sasl outcome: %w", err)
+	}
+	if code != amqp10.SASLOk {
+		return fmt.Errorf("sasl %s authentication failed", init.Mechanism)
+	}
+	c.log.Debug("sasl complete", "mechanism", string(init.Mechanism))
+	return nil
+}
+
+func (c *conn) checkPlain(resp []byte) bool {
+	// authzid NUL authcid NUL passwd
+	var parts [][]byte
+	start := 0
+	for i, ch := range resp {
+		if ch == 0 {
+			parts = append(parts, resp[start:i])
+			start = i + 1
+		}
+	}
+	parts = append(parts, resp[start:])
+	if len(parts) != 3 {
+		return false
+	}
+	key, ok := c.e.keys[string(parts[1])]
+	return ok && subtle.ConstantTimeCompare(key, parts[2]) == 1
+}
+
+// tickInterval is how often housekeeping runs.
+func (c *conn) tickInterval() time.Duration {
+	d := time.Second
+	consider := func(x time.Duration) {
+		if x > 0 && x < d {
+			d = x
+		}
+	}
+	consider(c.peerIdle / 4)
+	consider(c.e.cfg.IdleTimeout / 5)
+	consider(c.e.cfg.LinkIdleTimeout / 5)
+	consider(c.e.cfg.HeartbeatTimeout / 5)
+	return max(d, 5*time.Millisecond)
+}
+
+func (c *conn) loop(frames <-chan readResult) {
+	tick := time.NewTicker(c.tickInterval())
+	defer tick.Stop()
+	done := c.e.ctx.Done()
+	for !c.finished {
+		select {
+		case r := <-frames:
+			c.lastRecv = time.Now()
+			if r.err != nil {
+				c.onReadError(r.err)
+				continue
+			}
+			c.handleFrame(r.f)
+			c.pumpAll()
+		case <-c.wake:
+			c.runInbox()
+			c.pumpAll()
+		case now := <-tick.C:
+			c.housekeeping(now)
+		case <-c.out.failed:
+			c.log.Info("connection write failed", "err", c.out.error())
+			c.finished = true
+		case <-done:
+			done = nil
+			c.closeWith(CondConnectionForced, "The service is shutting down.")
+		}
+	}
+}
+
+func (c *conn) onReadError(err error) {
+	var fe *amqp10.FrameError
+	switch {
+	case errors.As(err, &fe):
+		c.log.Warn("connection framing error", "condition", string(fe.Condition), "err", fe.Err)
+		c.closeWith(string(fe.Condition), fe.Err.Error())
+		c.finished = true // the stream cannot be trusted any more
+	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+		if !c.closing {
+			c.log.Info("connection dropped by peer")
+		}
+		c.finished = true
+	default:
+		c.log.Info("connection read failed", "err", err)
+		c.finished = true
+	}
+}
+
+// send queues one frame.
+func (c *conn) send(ch uint16, body amqp10.Body, payload []byte) {
+	b, err := amqp10.AppendFrame(nil, amqp10.FrameAMQP, ch, body, payload)
+	if err != nil {
+		c.log.Error("encoding frame failed", "err", err)
+		c.finished = true
+		return
+	}
+	if c.out.pending() > writeHardLimit {
+		c.log.Warn("peer is not reading; dropping connection", "queued_bytes", c.out.pending())
+		c.finished = true
+		return
+	}
+	c.out.enqueue(b)
+}
+
+func newError(cond, desc string) *amqp10.Error {
+	if cond == "" {
+		return nil
+	}
+	return &amqp10.Error{Condition: amqp10.Symbol(cond), Description: desc}
+}
+
+// closeWith sends close with an error and waits for the peer's close.
+func (c *conn) closeWith(cond, desc string) {
+	if c.closing || c.finished {
+		return
+	}
+	c.log.Info("closing connection", "condition", cond, "description", desc)
+	c.send(0, &amqp10.Close{Error: newError(cond, desc)}, nil)
+	c.closing = true
+	c.closeDeadline = time.Now().Add(closeGrace)
+	c.teardown()
+}
+
+func (c *conn) handleFrame(f amqp10.Frame) {
+	if f.Type != amqp10.FrameAMQP {
+		c.closeWith(CondFramingError, "SASL frame after the SASL layer")
+		c.finished = true
+		return
+	}
+	if f.Body == nil {
+		return // heartbeat
+	}
+	c.lastActivity = time.Now()
+	if c.closing {
+		if _, ok := f.Body.(*amqp10.Close); ok {
+			c.finished = true
+		}
+		return
+	}
+	switch b := f.Body.(type) {
+	case *amqp10.Open:
+		c.closeWith(CondNotAllowed, "open received twice")
+		return
+	case *amqp10.Begin:
+		c.onBegin(f.Channel, b)
+		return
+	case *amqp10.Close:
+		if b.Error != nil {
+			c.log.Info("peer closed connection with error", "condition", string(b.Error.Condition), "description", b.Error.Description)
+		} else {
+			c.log.Debug("peer closed connection")
+		}
+		c.send(0, &amqp10.Close{}, nil)
+		c.teardown()
+		c.finished = true
+		return
+	}
+	s := c.sessions[f.Channel]
+	if s == nil {
+		c.closeWith(CondNotAllowed, fmt.Sprintf("frame %T on channel %d without a session", f.Body, f.Channel))
+		return
+	}
+	if s.ending {
+		if _, ok := f.Body.(*amqp10.End); ok {
+			delete(c.sessions, s.ch)
+		}
+		return
+	}
+	switch b := f.Body.(type) {
+	case *amqp10.Attach:
+		c.onAttach(s, b)
+	case *amqp10.Flow:
+		c.onFlow(s, b)
+	case *amqp10.Transfer:
+		c.onTransfer(s, b, f.Payload)
+	case *amqp10.Disposition:
+		// The server sends only pre-settled deliveries; nothing to track.
+	case *amqp10.Detach:
+		c.onDetach(s, b)
+	case *amqp10.End:
+		c.endSession(s, "", "")
+		delete(c.sessions, s.ch)
+	}
+}
+
+func (c *conn) onBegin(ch uint16, b *amqp10.Begin) {
+	if b.RemoteChannel != nil {
+		c.closeWith(CondNotAllowed, "begin answering a session the server never began")
+		return
+	}
+	if ch > channelMax {
+		c.closeWith(CondFramingError, fmt.Sprintf("channel %d exceeds channel-max %d", ch, channelMax))
+		return
+	}
+	if _, ok := c.sessions[ch]; ok {
+		c.closeWith(CondNotAllowed, fmt.Sprintf("channel %d already has a session", ch))
+		return
+	}
+	s := &session{
+		ch:                   ch,
+		nextIncomingID:       b.NextOutgoingID,
+		incomingWindow:       sessionWindow,
+		remoteIncomingWindow: b.IncomingWindow,
+		handleMax:            min(b.HandleMax, handleMax),
+		links:                map[uint32]*link{},
+	}
+	c.sessions[ch] = s
+	rc := ch
+	c.send(ch, &amqp10.Begin{RemoteChannel: &rc, NextOutgoingID: 0, IncomingWindow: sessionWindow, OutgoingWindow: sessionWindow, HandleMax: s.handleMax}, nil)
+	c.log.Debug("session begun", "channel", ch)
+}
+
+// endSession detaches all links of s implicitly and, when cond is set,
+// ends it with that error (waiting for the peer's end); otherwise it
+// answers the peer's end.
+func (c *conn) endSession(s *session, cond, desc string) {
+	for _, l := range s.links {
+		c.releaseLink(l)
+	}
+	s.links = map[uint32]*link{}
+	if cond != "" {
+		c.log.Info("ending session", "channel", s.ch, "condition", cond, "description", desc)
+		s.ending = true
+	}
+	c.send(s.ch, &amqp10.End{Error: newError(cond, desc)}, nil)
+}
+
+// teardown releases all links (receiver registrations, subscriptions,
+// timers) without sending anything.
+func (c *conn) teardown() {
+	for _, s := range c.sessions {
+		for _, l := range s.links {
+			c.releaseLink(l)
+		}
+	}
+	for p := range c.subs {
+		p.unsubscribe(c)
+	}
+	c.subs = map[*partition]int{}
+	for t := range c.timers {
+		t.Stop()
+	}
+	c.timers = map[*time.Timer]struct{}{}
+}
+
+// releaseLink drops the link's registrations with shared state.
+func (c *conn) releaseLink(l *link) {
+	if l.rset != nil {
+		l.rset.unregister(l.id)
+		l.rset = nil
+	}
+	if p := l.subscribe; p != nil {
+		l.subscribe = nil
+		if c.subs[p]--; c.subs[p] <= 0 {
+			delete(c.subs, p)
+			p.unsubscribe(c)
+		}
+	}
+	l.inc = nil
+	l.replies = nil
+}
+
+// detachLink detaches l from the server side with an error; the link stays
+// known until the client answers.
+func (c *conn) detachLink(l *link, cond, desc string) {
+	if l.detached {
+		return
+	}
+	c.log.Info("detaching link", "link", l.name, "address", l.address, "condition", cond, "description", desc)
+	l.detached = true
+	c.releaseLink(l)
+	c.send(l.s.ch, &amqp10.Detach{Handle: l.handle, Closed: true, Error: newError(cond, desc)}, nil)
+}
+
+// detachMatching detaches every link for which match is true.
+func (c *conn) detachMatching(match func(*link) bool, cond, desc string) {
+	if c.closing {
+		return
+	}
+	for _, s := range c.sessions {
+		if s.ending {
+			continue
+		}
+		for _, l := range s.links {
+			if !l.detached && match(l) {
+				c.detachLink(l, cond, desc)
+			}
+		}
+	}
+}
+
+func (c *conn) onDetach(s *session, d *amqp10.Detach) {
+	l := s.links[d.Handle]
+	if l == nil {
+		c.endSession(s, CondUnattachedHandle, fmt.Sprintf("detach of unattached handle %d", d.Handle))
+		return
+	}
+	delete(s.links, d.Handle)
+	if d.Error != nil {
+		c.log.Info("peer detached link with error", "link", l.name, "condition", string(d.Error.Condition), "description", d.Error.Description)
+	}
+	if l.detached {
+		return
+	}
+	c.releaseLink(l)
+	c.send(s.ch, &amqp10.Detach{Handle: d.Handle, Closed: true}, nil)
+	c.log.Debug("link detached by peer", "link", l.name, "address", l.address)
+}
+
+// refuseAttach answers an attach with null terminus and a closing detach.
+func (c *conn) refuseAttach(s *session, a *amqp10.Attach, cond, desc string) {
+	c.log.Info("refusing attach", "link", a.Name, "condition", cond, "description", desc)
+	c.send(s.ch, &amqp10.Attach{Name: a.Name, Handle: a.Handle, Role: !a.Role}, nil)
+	c.send(s.ch, &amqp10.Detach{Handle: a.Handle, Closed: true, Error: newError(cond, desc)}, nil)
+	s.links[a.Handle] = &link{s: s, name: a.Name, handle: a.Handle, kind: kindRefused, detached: true}
+}
+
+func (c *conn) onAttach(s *session, a *amqp10.Attach) {
+	if a.Handle > s.handleMax {
+		c.endSession(s, CondNotAllowed, fmt.Sprintf("handle %d exceeds handle-max %d", a.Handle, s.handleMax))
+		return
+	}
+	if _, ok := s.links[a.Handle]; ok {
+		c.endSession(s, CondHandleInUse, fmt.Sprintf("handle %d is in use", a.Handle))
+		return
+	}
+	l := &link{id: c.e.nextLink.Add(1), s: s, name: a.Name, handle: a.Handle, lastActive: time.Now()}
+	reply := &amqp10.Attach{
+		Name: a.Name, Handle: a.Handle, Role: !a.Role,
+		SndSettleMode: a.SndSettleMode, RcvSettleMode: a.RcvSettleMode,
+		Source: a.Source, Target: a.Target,
+	}
+	if a.Role == amqp10.RoleSender {
+		if a.Target == nil {
+			c.refuseAttach(s, a, CondInvalidField, "a sender link needs a target")
+			return
+		}
+		if cond, desc := c.setupIncoming(l, a); cond != "" {
+			c.refuseAttach(s, a, cond, desc)
+			return
+		}
+		reply.MaxMessageSize = c.e.cfg.MaxMessageSize
+	} else {
+		if a.Source == nil {
+			c.refuseAttach(s, a, CondInvalidField, "a receiver link needs a source")
+			return
+		}
+		if cond, desc := c.setupOutgoing(l, a); cond != "" {
+			c.refuseAttach(s, a, cond, desc)
+			return
+		}
+		reply.InitialDeliveryCount = amqp10.Ptr(uint32(0))
+		l.unsettled = a.SndSettleMode != nil && *a.SndSettleMode == amqp10.SndUnsettled
+		reply.MaxMessageSize = c.e.cfg.MaxMessageSize
+	}
+	s.links[a.Handle] = l
+	c.send(s.ch, reply, nil)
+	c.log.Debug("link attached", "link", l.name, "address", l.address, "server_sends", l.kind.weSend())
+	if !l.kind.weSend() {
+		l.credit = linkCredit
+		c.sendLinkFlow(l, false)
+	}
+}
+
+// sendSessionFlow refreshes the peer's view of the session windows.
+func (c *conn) sessionFlow(s *session) *amqp10.Flow {
+	return &amqp10.Flow{
+		NextIncomingID: amqp10.Ptr(s.nextIncomingID),
+		IncomingWindow: s.incomingWindow,
+		NextOutgoingID: s.nextOutgoingID,
+		OutgoingWindow: sessionWindow,
+	}
+}
+
+func (c *conn) sendLinkFlow(l *link, echo bool) {
+	f := c.sessionFlow(l.s)
+	f.Handle = amqp10.Ptr(l.handle)
+	f.Echo = echo
+	if l.kind.weSend() {
+		f.DeliveryCount = amqp10.Ptr(l.sndCount)
+		f.LinkCredit = amqp10.Ptr(l.sndCredit)
+		f.Drain = l.drain
+	} else {
+		f.DeliveryCount = amqp10.Ptr(l.deliveryCount)
+		f.LinkCredit = amqp10.Ptr(l.credit)
+	}
+	c.send(l.s.ch, f, nil)
+}
+
+func (c *conn) onFlow(s *session, f *amqp10.Flow) {
+	var nii uint32
+	if f.NextIncomingID != nil {
+		nii = *f.NextIncomingID
+	}
+	s.remoteIncomingWindow = nii + f.IncomingWindow - s.nextOutgoingID
+	if f.Handle == nil {
+		if f.Echo {
+			c.send(s.ch, c.sessionFlow(s), nil)
+		}
+		return
+	}
+	l := s.links[*f.Handle]
+	if l == nil {
+		c.endSession(s, CondUnattachedHandle, fmt.Sprintf("flow for unattached handle %d", *f.Handle))
+		return
+	}
+	if l.detached {
+		return
+	}
+	if !l.kind.weSend() {
+		if f.Echo {
+			c.sendLinkFlow(l, false)
+		}
+		return
+	}
+	var dc, lc uint32
+	if f.DeliveryCount != nil {
+		dc = *f.DeliveryCount
+	}
+	if f.LinkCredit != nil {
+		lc = *f.LinkCredit
+	}
+	l.sndCredit = dc + lc - l.sndCount
+	if int32(l.sndCredit) < 0 {
+		l.sndCredit = 0
+	}
+	l.drain = f.Drain
+	c.pump(l)
+	if l.drain {
+		// Use up the remaining credit and report it, even when none is
+		// left: the receiver waits for this flow to finish its drain.
+		l.sndCount += l.sndCredit
+		l.sndCredit = 0
+		c.sendLinkFlow(l, false)
+		l.drain = false
+	} else if f.Echo {
+		c.sendLinkFlow(l, false)
+	}
+}
+
+func (c *conn) onTransfer(s *session, t *amqp10.Transfer, payload []byte) {
+	if s.incomingWindow == 0 {
+		c.endSession(s, CondWindowViolation, "transfer beyond the session's incoming window")
+		return
+	}
+	s.nextIncomingID++
+	s.incomingWindow--
+	if s.incomingWindow <= sessionWindow/2 {
+		s.incomingWindow = sessionWindow
+		c.send(s.ch, c.sessionFlow(s), nil)
+	}
+	l := s.links[t.Handle]
+	if l == nil {
+		c.endSession(s, CondUnattachedHandle, fmt.Sprintf("transfer on unattached handle %d", t.Handle))
+		return
+	}
+	if l.detached {
+		return
+	}
+	if l.kind.weSend() {
+		c.detachLink(l, CondNotAllowed, "transfer on a link where the server is the sender")
+		return
+	}
+	l.lastActive = time.Now()
+	inc := l.inc
+	if inc == nil {
+		if t.DeliveryID == nil {
+			c.detachLink(l, CondNotAllowed, "first transfer of a delivery without delivery-id")
+			return
+		}
+		if l.credit == 0 {
+			c.detachLink(l, "amqp:link:transfer-limit-exceeded", "transfer without link credit")
+			return
+		}
+		l.credit--
+		l.deliveryCount++
+		inc = &incoming{deliveryID: *t.DeliveryID}
+		if t.MessageFormat != nil {
+			inc.format = *t.MessageFormat
+		}
+		l.inc = inc
+	} else if t.DeliveryID != nil && *t.DeliveryID != inc.deliveryID {
+		c.detachLink(l, CondNotAllowed, "delivery-id changed inside a multi-frame delivery")
+		return
+	}
+	if t.Settled != nil && *t.Settled {
+		inc.settled = true
+	}
+	if t.Aborted {
+		l.inc = nil
+		return
+	}
+	if !inc.oversize {
+		if uint64(len(inc.buf))+uint64(len(payload)) > c.e.cfg.MaxMessageSize {
+			inc.oversize, inc.buf = true, nil
+		} else {
+			inc.buf = append(inc.buf, payload...)
+		}
+	}
+	if t.More {
+		return
+	}
+	l.inc = nil
+	var outcome *amqp10.Error
+	if inc.oversize {
+		outcome = newError(CondMessageSizeExceeded, fmt.Sprintf(
+			"The received message (delivery-id:%d, size exceeds %d bytes) exceeds the limit (%d bytes) currently allowed on the link. %s",
+			inc.deliveryID, c.e.cfg.MaxMessageSize, c.e.cfg.MaxMessageSize, c.tracking()))
+	} else {
+		outcome = c.deliver(l, inc)
+	}
+	if !inc.settled {
+		c.dispose(s, inc.deliveryID, outcome)
+	}
+	if l.credit < linkCredit/2 && !l.detached {
+		l.credit = linkCredit
+		c.sendLinkFlow(l, false)
+	}
+}
+
+// deliver processes a complete incoming message by link kind.
+func (c *conn) deliver(l *link, inc *incoming) *amqp10.Error {
+	switch l.kind {
+	case kindEventSender:
+		return c.ingest(l, inc.format, inc.buf)
+	case kindCBSRequest, kindMgmtRequest:
+		msg, err := amqp10.UnmarshalMessage(inc.buf)
+		if err != nil {
+			return newError(CondDecodeError, err.Error())
+		}
+		if l.kind == kindCBSRequest {
+			c.handleCBS(msg)
+		} else {
+			c.handleManagement(msg)
+		}
+	}
+	return nil
+}
+
+// dispose settles an incoming delivery, after the injected delay if any.
+func (c *conn) dispose(s *session, id uint32, e *amqp10.Error) {
+	d := &amqp10.Disposition{Role: amqp10.RoleReceiver, First: id, Settled: true, State: &amqp10.Accepted{}}
+	if e != nil {
+		d.State = &amqp10.Rejected{Error: e}
+	}
+	delay := c.e.faults.dispositionDelay()
+	if delay <= 0 {
+		c.send(s.ch, d, nil)
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(delay, func() {
+		c.post(func(c *conn) {
+			delete(c.timers, t)
+			if !c.closing && c.sessions[s.ch] == s && !s.ending {
+				c.send(s.ch, d, nil)
+			}
+		})
+	})
+	c.timers[t] = struct{}{}
+}
+
+// pumpAll sends whatever pending deliveries credit and windows allow.
+func (c *conn) pumpAll() {
+	if c.closing || c.finished {
+		return
+	}
+	for _, s := range c.sessions {
+		if s.ending {
+			continue
+		}
+		for _, l := range s.links {
+			if l.kind.weSend() && !l.detached {
+				c.pump(l)
+			}
+		}
+	}
+}
+
+// framesFor returns how many transfer frames a message of n bytes needs.
+func (c *conn) framesFor(n int) uint32 {
+	room := int(c.peerMaxFrame) - amqp10.FrameHeaderSize - 64
+	return uint32(max(1, (n+room-1)/room))
+}
+
+func (c *conn) canSend(l *link, n int) bool {
+	return l.sndCredit > 0 && l.s.remoteIncomingWindow >= c.framesFor(n)
+}
+
+func (c *conn) pump(l *link) {
+	if c.closing || l.detached || l.s.ending {
+		return
+	}
+	switch l.kind {
+	case kindCBSReply, kindMgmtReply:
+		for len(l.replies) > 0 && c.canSend(l, len(l.replies[0])) {
+			c.sendMessage(l, l.replies[0])
+			l.replies = l.replies[1:]
+		}
+	case kindEventReceiver:
+		for l.sndCredit > 0 && c.out.pending() < writeHighWater {
+			evs := l.subscribe.read(l.cursor, int(min(l.sndCredit, maxEventsPerRun)))
+			if len(evs) == 0 {
+				return
+			}
+			for _, ev := range evs {
+				if !c.canSend(l, len(ev.msg)) || c.out.pending() >= writeHighWater {
+					return
+				}
+				c.sendMessage(l, ev.msg)
+				l.cursor = ev.seq + 1
+				l.lastActive = time.Now()
+			}
+		}
+	}
+}
+
+// sendMessage sends one pre-settled delivery, split at the peer's
+// max-frame-size.
+func (c *conn) sendMessage(l *link, msg []byte) {
+	s := l.s
+	id := s.nextDeliveryID
+	s.nextDeliveryID++
+	tag := []byte{byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+	first := true
+	rest := msg
+	for {
+		t := &amqp10.Transfer{Handle: l.handle, More: true}
+		if first {
+			t.DeliveryID, t.DeliveryTag = amqp10.Ptr(id), tag
+			// Deliveries are sent settled unless the client insisted on
+			// unsettled; its dispositions are then accepted and ignored.
+			t.MessageFormat, t.Settled = amqp10.Ptr(uint32(0)), amqp10.Ptr(!l.unsettled)
+		}
+		perf, err := t.AppendAMQP(nil)
+		if err != nil {
+			c.log.Error("encoding transfer failed", "err", err)
+			c.finished = true
+			return
+		}
+		room := int(c.peerMaxFrame) - amqp10.FrameHeaderSize - len(perf)
+		chunk := rest
+		if len(chunk) > room {
+			chunk = rest[:room]
+		} else {
+			t.More = false
+		}
+		rest = rest[len(chunk):]
+		c.send(s.ch, t, chunk)
+		s.nextOutgoingID++
+		s.remoteIncomingWindow--
+		first = false
+		if !t.More {
+			break
+		}
+	}
+	l.sndCount++
+	l.sndCredit--
+	c.lastActivity = time.Now()
+}
+
+// hasEntityLinks reports whether any event link is attached.
+func (c *conn) hasEntityLinks() bool {
+	for _, s := range c.sessions {
+		for _, l := range s.links {
+			if l.kind.isEntity() && !l.detached {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *conn) housekeeping(now time.Time) {
+	if c.closing {
+		if now.After(c.closeDeadline) {
+			c.finished = true
+		}
+		return
+	}
+	hb := 15 * time.Second
+	if c.peerIdle > 0 {
+		hb = min(hb, c.peerIdle/2)
+	}
+	if now.Sub(c.lastHeartbeat) >= hb {
+		c.lastHeartbeat = now
+		c.out.enqueue(emptyFrame())
+	}
+	if to := c.e.cfg.HeartbeatTimeout; to > 0 && now.Sub(c.lastRecv) > to {
+		c.closeWith(CondResourceLimitExceeded, fmt.Sprintf("local-idle-timeout expired: nothing received for %d ms", to.Milliseconds()))
+		return
+	}
+	if to := c.e.cfg.IdleTimeout; to > 0 && now.Sub(c.lastActivity) >= to && !c.hasEntityLinks() {
+		c.closeWith(CondConnectionForced, c.trackedDescription(fmt.Sprintf(
+			"The connection was inactive for more than the allowed %d milliseconds and is closed by container '%s'.",
+			to.Milliseconds(), c.containerIDForErrors())))
+		return
+	}
+	if to := c.e.cfg.LinkIdleTimeout; to > 0 {
+		c.detachMatching(func(l *link) bool {
+			return l.kind.isEntity() && now.Sub(l.lastActive) >= to
+		}, CondLinkDetachForced, c.trackedDescription(fmt.Sprintf(
+			"The link is force detached. Code: ServerError. Details: AmqpMessageConsumer.IdleTimerExpired: Idle timeout: %s.", to)))
+	}
+}
+
+func (c *conn) containerIDForErrors() string { return fmt.Sprintf("%s-%d", c.e.cfg.Namespace, c.id) }
+
+func emptyFrame() []byte { return []byte{0, 0, 0, 8, 2, 0, 0, 0} }
+
+// writer owns the socket's write side.
+type writer struct {
+	c      *conn
+	mu     sync.Mutex
+	bufs   [][]byte
+	n      int
+	fin    bool
+	err    error
+	signal chan struct{}
+	failed chan struct{} // closed on a write error
+	done   chan struct{} // closed when run returns
+}
+
+func newWriter(c *conn) *writer {
+	return &writer{c: c, signal: make(chan struct{}, 1), failed: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (w *writer) enqueue(b []byte) {
+	w.mu.Lock()
+	if w.fin || w.err != nil {
+		w.mu.Unlock()
+		return
+	}
+	w.bufs = append(w.bufs, b)
+	w.n += len(b)
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (w *writer) pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+func (w *writer) error() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// finish makes run return once the queue is written.
+func (w *writer) finish() {
+	w.mu.Lock()
+	w.fin = true
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (w *writer) run() {
+	defer close(w.done)
+	for {
+		w.mu.Lock()
+		bufs, n, fin := w.bufs, w.n, w.fin
+		w.bufs = nil
+		w.mu.Unlock()
+		if len(bufs) == 0 {
+			if fin {
+				return
+			}
+			<-w.signal
+			continue
+		}
+		_ = w.c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		nb := net.Buffers(bufs)
+		_, err := nb.WriteTo(w.c.nc)
+		w.mu.Lock()
+		w.n -= n
+		left := w.n
+		if err != nil {
+			w.err = err
+			w.bufs, w.n = nil, 0
+		}
+		w.mu.Unlock()
+		if err != nil {
+			close(w.failed)
+			return
+		}
+		if n+left >= writeLowWater && left < writeLowWater {
+			w.c.notify()
+		}
+	}
+}
