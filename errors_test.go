@@ -61,3 +61,36 @@ func TestSubscribeConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckHelpers(t *testing.T) {
+	ok := &broker.Message{Body: []byte("12345")}
+	if err := broker.CheckPublish("t", []*broker.Message{ok}, 5); err != nil {
+		t.Errorf("valid publish: %v", err)
+	}
+	for _, c := range []struct {
+		topic string
+		msgs  []*broker.Message
+		want  error
+	}{
+		{"", []*broker.Message{ok}, broker.ErrTopicRequired},
+		{"t", []*broker.Message{ok, nil}, broker.ErrNilMessage},
+		{"t", []*broker.Message{{Body: make([]byte, 6)}}, broker.ErrMessageTooLarge},
+	} {
+		if err := broker.CheckPublish(c.topic, c.msgs, 5); !errors.Is(err, c.want) {
+			t.Errorf("CheckPublish(%q, …) = %v, want %v", c.topic, err, c.want)
+		}
+	}
+	h := func(context.Context, *broker.Delivery) error { return nil }
+	if _, err := broker.CheckSubscribe("", h, true); !errors.Is(err, broker.ErrTopicRequired) {
+		t.Errorf("empty topic: %v", err)
+	}
+	if _, err := broker.CheckSubscribe("t", nil, true); !errors.Is(err, broker.ErrNilHandler) {
+		t.Errorf("nil handler: %v", err)
+	}
+	if _, err := broker.CheckSubscribe("t", h, false, broker.StartAt(broker.Earliest())); !errors.Is(err, broker.ErrUnsupported) {
+		t.Errorf("replay on a broker without it: %v", err)
+	}
+	if cfg, err := broker.CheckSubscribe("t", h, true, broker.StartAt(broker.AtSequence(5, true))); err != nil || cfg.Start.Sequence != 5 {
+		t.Errorf("replay: %+v %v", cfg, err)
+	}
+}

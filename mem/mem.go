@@ -144,17 +144,8 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if b.isClosed() {
 		return fmt.Errorf("mem: publish: %w", broker.ErrClosed)
 	}
-	if topic == "" {
-		return fmt.Errorf("mem: publish: %w", broker.ErrTopicRequired)
-	}
-	for i, m := range msgs {
-		if m == nil {
-			return fmt.Errorf("mem: publish to %q: message %d: %w", topic, i, broker.ErrNilMessage)
-		}
-		if len(m.Body) > b.cfg.maxMessageSize {
-			return fmt.Errorf("mem: publish to %q: message %d body is %d bytes, limit %d: %w",
-				topic, i, len(m.Body), b.cfg.maxMessageSize, broker.ErrMessageTooLarge)
-		}
+	if err := broker.CheckPublish(topic, msgs, b.cfg.maxMessageSize); err != nil {
+		return fmt.Errorf("mem: publish to %q: %w", topic, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("mem: publish to %q: %w", topic, err)
@@ -201,18 +192,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if b.isClosed() {
 		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrClosed)
 	}
-	if topic == "" {
-		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrTopicRequired)
-	}
-	if h == nil {
-		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, broker.ErrNilHandler)
-	}
-	cfg, err := broker.NewSubscribeConfig(opts...)
+	cfg, err := broker.CheckSubscribe(topic, h, false, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, err)
-	}
-	if cfg.Start.Kind != broker.StartLatest {
-		return nil, fmt.Errorf("mem: subscribe to %q: start position %s: %w (mem keeps no history)", topic, cfg.Start, broker.ErrUnsupported)
 	}
 	if len(cfg.DriverOptions) > 0 {
 		return nil, fmt.Errorf("mem: subscribe to %q: %w: unknown driver option %T", topic, broker.ErrInvalidOption, cfg.DriverOptions[0])
