@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -255,7 +254,37 @@ func epochOf(props amqp10.Map) (*int64, error) {
 	return &e, nil
 }
 
-var selectorRE = regexp.MustCompile(`^\s*amqp\.annotation\.(x-opt-offset|x-opt-sequence-number|x-opt-enqueued-time)\s*(>=|>)\s*'([^']*)'\s*$`)
+// splitSelector splits a selector expression of the form
+// "amqp.annotation.<field> >[=] '<value>'" (field one of x-opt-offset,
+// x-opt-sequence-number, x-opt-enqueued-time) into its parts. The result
+// is m[1] field, m[2] operator, m[3] value, like a regexp match; nil when
+// the expression has another form.
+func splitSelector(expr string) []string {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(expr), "amqp.annotation.")
+	if !ok {
+		return nil
+	}
+	i := strings.IndexAny(rest, " \t>")
+	if i < 0 {
+		return nil
+	}
+	field := rest[:i]
+	if field != annOffset && field != annSequenceNumber && field != annEnqueuedTime {
+		return nil
+	}
+	rest = strings.TrimLeft(rest[i:], " \t")
+	op := ">"
+	if strings.HasPrefix(rest, ">=") {
+		op = ">="
+	} else if !strings.HasPrefix(rest, ">") {
+		return nil
+	}
+	rest = strings.TrimLeft(rest[len(op):], " \t")
+	if len(rest) < 2 || rest[0] != '\'' || rest[len(rest)-1] != '\'' || strings.Count(rest, "'") != 2 {
+		return nil
+	}
+	return []string{expr, field, op, rest[1 : len(rest)-1]}
+}
 
 // parseSelector reads the start position from a source filter map.
 func parseSelector(filter amqp10.Map) (startPosition, error) {
@@ -282,7 +311,7 @@ func parseSelector(filter amqp10.Map) (startPosition, error) {
 	if !found {
 		return startPosition{}, nil // from the beginning
 	}
-	m := selectorRE.FindStringSubmatch(expr)
+	m := splitSelector(expr)
 	if m == nil {
 		return startPosition{}, fmt.Errorf("unsupported selector filter expression %q", expr)
 	}

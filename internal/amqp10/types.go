@@ -170,7 +170,7 @@ func (d Described) DescriptorCode() (uint64, bool) {
 	case uint64:
 		return v, true
 	case Symbol:
-		c, ok := symbolicDescriptors[v]
+		c, ok := symbolicDescriptor(v)
 		return c, ok
 	}
 	return 0, false
@@ -215,45 +215,84 @@ const (
 	DescFooter                uint64 = 0x78
 )
 
-// symbolicDescriptors is a constant lookup table (never written after
-// initialisation) of the symbolic names of descriptors.
-var symbolicDescriptors = map[Symbol]uint64{
-	"amqp:open:list":                           DescOpen,
-	"amqp:begin:list":                          DescBegin,
-	"amqp:attach:list":                         DescAttach,
-	"amqp:flow:list":                           DescFlow,
-	"amqp:transfer:list":                       DescTransfer,
-	"amqp:disposition:list":                    DescDisposition,
-	"amqp:detach:list":                         DescDetach,
-	"amqp:end:list":                            DescEnd,
-	"amqp:close:list":                          DescClose,
-	"amqp:error:list":                          DescError,
-	"amqp:received:list":                       DescReceived,
-	"amqp:accepted:list":                       DescAccepted,
-	"amqp:rejected:list":                       DescRejected,
-	"amqp:released:list":                       DescReleased,
-	"amqp:modified:list":                       DescModified,
-	"amqp:source:list":                         DescSource,
-	"amqp:target:list":                         DescTarget,
-	"amqp:sasl-mechanisms:list":                DescSASLMechanisms,
-	"amqp:sasl-init:list":                      DescSASLInit,
-	"amqp:sasl-challenge:list":                 DescSASLChallenge,
-	"amqp:sasl-response:list":                  DescSASLResponse,
-	"amqp:sasl-outcome:list":                   DescSASLOutcome,
-	"amqp:header:list":                         DescHeader,
-	"amqp:delivery-annotations:map":            DescDeliveryAnnotations,
-	"amqp:message-annotations:map":             DescMessageAnnotations,
-	"amqp:properties:list":                     DescProperties,
-	"amqp:application-properties:map":          DescApplicationProperties,
-	"amqp:data:binary":                         DescData,
-	"amqp:amqp-sequence:list":                  DescAMQPSequence,
-	"amqp:amqp-value:*":                        DescAMQPValue,
-	"amqp:footer:map":                          DescFooter,
-	"amqp:coordinator:list":                    DescCoordinator,
-	"amqp:delete-on-close:list":                0x2b,
-	"amqp:delete-on-no-links:list":             0x2c,
-	"amqp:delete-on-no-messages:list":          0x2d,
-	"amqp:delete-on-no-links-or-messages:list": 0x2e,
+// symbolicDescriptor returns the numeric code of a descriptor's symbolic
+// name.
+func symbolicDescriptor(name Symbol) (uint64, bool) {
+	switch name {
+	case "amqp:open:list":
+		return DescOpen, true
+	case "amqp:begin:list":
+		return DescBegin, true
+	case "amqp:attach:list":
+		return DescAttach, true
+	case "amqp:flow:list":
+		return DescFlow, true
+	case "amqp:transfer:list":
+		return DescTransfer, true
+	case "amqp:disposition:list":
+		return DescDisposition, true
+	case "amqp:detach:list":
+		return DescDetach, true
+	case "amqp:end:list":
+		return DescEnd, true
+	case "amqp:close:list":
+		return DescClose, true
+	case "amqp:error:list":
+		return DescError, true
+	case "amqp:received:list":
+		return DescReceived, true
+	case "amqp:accepted:list":
+		return DescAccepted, true
+	case "amqp:rejected:list":
+		return DescRejected, true
+	case "amqp:released:list":
+		return DescReleased, true
+	case "amqp:modified:list":
+		return DescModified, true
+	case "amqp:source:list":
+		return DescSource, true
+	case "amqp:target:list":
+		return DescTarget, true
+	case "amqp:sasl-mechanisms:list":
+		return DescSASLMechanisms, true
+	case "amqp:sasl-init:list":
+		return DescSASLInit, true
+	case "amqp:sasl-challenge:list":
+		return DescSASLChallenge, true
+	case "amqp:sasl-response:list":
+		return DescSASLResponse, true
+	case "amqp:sasl-outcome:list":
+		return DescSASLOutcome, true
+	case "amqp:header:list":
+		return DescHeader, true
+	case "amqp:delivery-annotations:map":
+		return DescDeliveryAnnotations, true
+	case "amqp:message-annotations:map":
+		return DescMessageAnnotations, true
+	case "amqp:properties:list":
+		return DescProperties, true
+	case "amqp:application-properties:map":
+		return DescApplicationProperties, true
+	case "amqp:data:binary":
+		return DescData, true
+	case "amqp:amqp-sequence:list":
+		return DescAMQPSequence, true
+	case "amqp:amqp-value:*":
+		return DescAMQPValue, true
+	case "amqp:footer:map":
+		return DescFooter, true
+	case "amqp:coordinator:list":
+		return DescCoordinator, true
+	case "amqp:delete-on-close:list":
+		return 0x2b, true
+	case "amqp:delete-on-no-links:list":
+		return 0x2c, true
+	case "amqp:delete-on-no-messages:list":
+		return 0x2d, true
+	case "amqp:delete-on-no-links-or-messages:list":
+		return 0x2e, true
+	}
+	return 0, false
 }
 
 // Errors returned by the decoder. They are wrapped with position details.
