@@ -15,3 +15,4 @@ if [ ! -x "$gobin/staticcheck" ]; then
 fi
 
 sh scripts/install-rabbitmq.sh
+sh scripts/install-azurite.sh
