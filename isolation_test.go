@@ -38,6 +38,7 @@ func isolationBackends(t *testing.T) []isolationBackend {
 			open:     func(ctx context.Context) (broker.Broker, error) { return mem.New() },
 			newTopic: func(testing.TB) string { return brokertest.RandomName("iso") },
 		},
+		eventhubsIsolationBackend(t),
 	}
 }
 

@@ -1,0 +1,413 @@
+package eventhubs
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/internal/redact"
+)
+
+// Defaults of Config fields.
+const (
+	// DefaultConsumerGroup is the consumer group of a Subscribe without
+	// broker.Group.
+	DefaultConsumerGroup = "$Default"
+	// DefaultMaxMessageSize is the link max-message-size assumed before the
+	// first sender link reports the real one (the Standard tier's 1 MiB).
+	DefaultMaxMessageSize = 1 << 20
+	// DefaultTokenTTL is the lifetime of generated shared access signatures.
+	DefaultTokenTTL = time.Hour
+	// DefaultRetryAttempts is how many times a retryable failure of one
+	// operation is retried before the error is returned.
+	DefaultRetryAttempts = 5
+	// DefaultRetryBaseDelay is the first backoff delay.
+	DefaultRetryBaseDelay = 100 * time.Millisecond
+	// DefaultRetryMaxDelay caps the backoff delay.
+	DefaultRetryMaxDelay = 10 * time.Second
+	// TokenScope is the Azure AD scope of tokens for Event Hubs.
+	TokenScope = "https://eventhubs.azure.net//.default"
+
+	emulatorPort = "5672"
+	tlsPort      = "5671"
+)
+
+// ReconnectMode says when a connection the service closed is rebuilt.
+type ReconnectMode int
+
+const (
+	// ReconnectLazy (the default) rebuilds connection → CBS → session →
+	// link on the next operation that needs them. Active subscriptions need
+	// them at once, so they reconnect at once.
+	ReconnectLazy ReconnectMode = iota
+	// ReconnectEager rebuilds the connection as soon as it is lost, with
+	// backoff, even when nothing uses it.
+	ReconnectEager
+)
+
+// String names the mode.
+func (m ReconnectMode) String() string {
+	switch m {
+	case ReconnectLazy:
+		return "lazy"
+	case ReconnectEager:
+		return "eager"
+	}
+	return fmt.Sprintf("ReconnectMode(%d)", int(m))
+}
+
+// AccessToken is an Azure AD token and its expiry.
+type AccessToken struct {
+	// Token is the bearer token (a JWT). It is a secret: the adapter never
+	// logs it or puts it in an error.
+	Token string
+	// ExpiresOn is when the token stops being valid.
+	ExpiresOn time.Time
+}
+
+// TokenCredential supplies Azure AD tokens, so that azidentity (or any
+// other source) plugs in without this package importing it. GetToken is
+// called with scope TokenScope before each link attach and again before
+// the token expires; it must obey ctx. An adapter for an azcore credential
+// is three lines:
+//
+//	type aad struct{ c azcore.TokenCredential }
+//	func (a aad) GetToken(ctx context.Context, scope string) (eventhubs.AccessToken, error) {
+//		t, err := a.c.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
+//		return eventhubs.AccessToken{Token: t.Token, ExpiresOn: t.ExpiresOn}, err
+//	}
+type TokenCredential interface {
+	GetToken(ctx context.Context, scope string) (AccessToken, error)
+}
+
+// RetryOptions bounds the recovery of one operation (a Publish, a
+// subscription's attach, a management read) from retryable failures.
+type RetryOptions struct {
+	// MaxAttempts is how many retries follow the first try (default
+	// DefaultRetryAttempts; negative: none). Subscriptions retry without
+	// limit; this bounds Publish and management reads.
+	MaxAttempts int
+	// BaseDelay is the first backoff delay (default DefaultRetryBaseDelay);
+	// it doubles per attempt, with jitter in [0.8, 1.3).
+	BaseDelay time.Duration
+	// MaxDelay caps the delay (default DefaultRetryMaxDelay).
+	MaxDelay time.Duration
+}
+
+// Config configures a Broker. Build it by hand or from a connection string
+// with ParseConnectionString; OpenConfig validates it.
+type Config struct {
+	// Namespace is the host of the Event Hubs namespace, with an optional
+	// port ("myns.servicebus.windows.net", "127.0.0.1:5672"). Required.
+	Namespace string
+	// EventHub is the default event hub (a connection string's
+	// EntityPath). Optional: topics name hubs. When set, Open checks the
+	// credentials against it.
+	EventHub string
+	// KeyName and Key are a shared access key. The key is a secret.
+	KeyName string
+	Key     string
+	// SharedAccessSignature is a ready SAS token ("SharedAccessSignature
+	// sr=…"), sent as is and never refreshed. It is a secret.
+	SharedAccessSignature string
+	// Credential supplies Azure AD tokens instead of a key or SAS.
+	Credential TokenCredential
+	// UseDevelopmentEmulator connects with plain TCP (amqp://, default port
+	// 5672) instead of TLS (amqps://, default port 5671).
+	UseDevelopmentEmulator bool
+	// TLSConfig overrides the TLS settings (ignored with
+	// UseDevelopmentEmulator).
+	TLSConfig *tls.Config
+
+	// Name names the instance in logs.
+	Name string
+	// Logger receives lifecycle logs (default slog.Default()).
+	Logger *slog.Logger
+	// MaxMessageSize is the link max-message-size assumed until a sender
+	// link reports the real one (default DefaultMaxMessageSize).
+	MaxMessageSize int
+	// TokenTTL is the lifetime of generated SAS tokens (default
+	// DefaultTokenTTL); they are renewed at 80 % of it.
+	TokenTTL time.Duration
+	// KeepAlive, when positive, reads the hub's properties over
+	// $management whenever the connection has been quiet this long, so
+	// that the service does not close it as idle. Off by default: idle
+	// closes are normal and recovered.
+	KeepAlive time.Duration
+	// Reconnect says when a lost connection is rebuilt (default lazy).
+	Reconnect ReconnectMode
+	// Retry bounds retries of retryable failures.
+	Retry RetryOptions
+}
+
+// Option adjusts the Config built by Open from a connection string.
+type Option func(*Config)
+
+// WithName names the instance in logs.
+func WithName(name string) Option { return func(c *Config) { c.Name = name } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }
+
+// WithCredential authenticates with Azure AD tokens from cred instead of
+// the connection string's key or SAS.
+func WithCredential(cred TokenCredential) Option {
+	return func(c *Config) { c.Credential = cred }
+}
+
+// WithKeepAlive sets Config.KeepAlive.
+func WithKeepAlive(d time.Duration) Option { return func(c *Config) { c.KeepAlive = d } }
+
+// WithReconnect sets Config.Reconnect.
+func WithReconnect(m ReconnectMode) Option { return func(c *Config) { c.Reconnect = m } }
+
+// WithRetry sets Config.Retry.
+func WithRetry(r RetryOptions) Option { return func(c *Config) { c.Retry = r } }
+
+// WithTokenTTL sets Config.TokenTTL.
+func WithTokenTTL(d time.Duration) Option { return func(c *Config) { c.TokenTTL = d } }
+
+// WithTLSConfig sets Config.TLSConfig.
+func WithTLSConfig(t *tls.Config) Option { return func(c *Config) { c.TLSConfig = t } }
+
+// WithMaxMessageSize sets Config.MaxMessageSize.
+func WithMaxMessageSize(n int) Option { return func(c *Config) { c.MaxMessageSize = n } }
+
+// String describes the configuration with every secret masked.
+func (c Config) String() string {
+	auth := "none"
+	switch {
+	case c.Credential != nil:
+		auth = "aad"
+	case c.SharedAccessSignature != "":
+		auth = "sas=" + redact.Mask
+	case c.Key != "" || c.KeyName != "":
+		auth = "key=" + c.KeyName + ":" + redact.Mask
+	}
+	return fmt.Sprintf("eventhubs{namespace=%s hub=%s auth=%s emulator=%t name=%s}",
+		c.Namespace, c.EventHub, auth, c.UseDevelopmentEmulator, c.Name)
+}
+
+// GoString is String, so that %#v hides the secrets too.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue makes slog print the redacted String.
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// ParseConnectionString parses an Event Hubs connection string
+// ("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=…;
+// SharedAccessKey=…;EntityPath=hub"). Key names are case-insensitive;
+// recognised keys are Endpoint, SharedAccessKeyName, SharedAccessKey,
+// SharedAccessSignature, EntityPath and UseDevelopmentEmulator; others are
+// ignored. Errors wrap broker.ErrInvalidOption, name the missing or bad
+// key and never contain a secret.
+func ParseConnectionString(s string) (Config, error) {
+	var c Config
+	bad := func(format string, args ...any) (Config, error) {
+		return Config{}, fmt.Errorf("eventhubs: connection string: %w: %s", broker.ErrInvalidOption, fmt.Sprintf(format, args...))
+	}
+	var endpoint string
+	haveEndpoint := false
+	for i, part := range strings.Split(s, ";") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return bad("segment %d has no '=' (want Key=Value)", i+1)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch strings.ToLower(k) {
+		case "endpoint":
+			endpoint, haveEndpoint = v, true
+		case "sharedaccesskeyname":
+			c.KeyName = v
+		case "sharedaccesskey":
+			c.Key = v
+		case "sharedaccesssignature":
+			c.SharedAccessSignature = v
+		case "entitypath":
+			c.EventHub = v
+		case "usedevelopmentemulator":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return bad("UseDevelopmentEmulator=%q is not a boolean", v)
+			}
+			c.UseDevelopmentEmulator = b
+		}
+	}
+	if !haveEndpoint || endpoint == "" {
+		return bad("missing Endpoint (want Endpoint=sb://<namespace>/)")
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return bad("Endpoint %q is not a URL of the form sb://<namespace>/", redact.URL(endpoint))
+	}
+	c.Namespace = u.Host
+	if c.SharedAccessSignature == "" {
+		if c.KeyName == "" {
+			return bad("missing SharedAccessKeyName (or a SharedAccessSignature)")
+		}
+		if c.Key == "" {
+			return bad("missing SharedAccessKey (or a SharedAccessSignature)")
+		}
+	}
+	return c, nil
+}
+
+// withDefaults validates c and fills in defaults.
+func (c Config) withDefaults() (Config, error) {
+	bad := func(format string, args ...any) (Config, error) {
+		return Config{}, fmt.Errorf("eventhubs: config: %w: %s", broker.ErrInvalidOption, fmt.Sprintf(format, args...))
+	}
+	if c.Namespace == "" {
+		return bad("Namespace is required")
+	}
+	if strings.ContainsAny(c.Namespace, "/@ ") {
+		return bad("Namespace %q must be a host[:port]", c.Namespace)
+	}
+	if c.Credential == nil && c.SharedAccessSignature == "" && (c.KeyName == "" || c.Key == "") {
+		return bad("no credentials: set KeyName and Key, SharedAccessSignature or Credential")
+	}
+	if c.SharedAccessSignature != "" && !strings.HasPrefix(c.SharedAccessSignature, "SharedAccessSignature ") {
+		return bad("SharedAccessSignature must start with \"SharedAccessSignature \"")
+	}
+	if c.MaxMessageSize < 0 || c.TokenTTL < 0 || c.KeepAlive < 0 {
+		return bad("negative MaxMessageSize, TokenTTL or KeepAlive")
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = DefaultTokenTTL
+	}
+	if c.TokenTTL < time.Second {
+		return bad("TokenTTL %v is below one second", c.TokenTTL)
+	}
+	if c.Reconnect != ReconnectLazy && c.Reconnect != ReconnectEager {
+		return bad("unknown Reconnect mode %d", c.Reconnect)
+	}
+	if c.Retry.MaxAttempts == 0 {
+		c.Retry.MaxAttempts = DefaultRetryAttempts
+	}
+	if c.Retry.MaxAttempts < 0 {
+		c.Retry.MaxAttempts = 0
+	}
+	if c.Retry.BaseDelay <= 0 {
+		c.Retry.BaseDelay = DefaultRetryBaseDelay
+	}
+	if c.Retry.MaxDelay <= 0 {
+		c.Retry.MaxDelay = DefaultRetryMaxDelay
+	}
+	if c.Retry.MaxDelay < c.Retry.BaseDelay {
+		c.Retry.MaxDelay = c.Retry.BaseDelay
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// hostPort returns the dial address.
+func (c *Config) hostPort() string {
+	if _, _, err := net.SplitHostPort(c.Namespace); err == nil {
+		return c.Namespace
+	}
+	if c.UseDevelopmentEmulator {
+		return net.JoinHostPort(c.Namespace, emulatorPort)
+	}
+	return net.JoinHostPort(c.Namespace, tlsPort)
+}
+
+// scheme is amqp for the emulator, amqps otherwise.
+func (c *Config) scheme() string {
+	if c.UseDevelopmentEmulator {
+		return "amqp"
+	}
+	return "amqps"
+}
+
+// audience is the CBS audience of an entity path ("" = the namespace).
+func (c *Config) audience(entity string) string {
+	return c.scheme() + "://" + c.Namespace + "/" + entity
+}
+
+// parseURL parses the eventhubs:// URL form (see OpenTarget).
+func parseURL(s string) (Config, error) {
+	bad := func(format string, args ...any) (Config, error) {
+		return Config{}, fmt.Errorf("eventhubs: url %s: %w: %s", redact.URL(s), broker.ErrInvalidOption, fmt.Sprintf(format, args...))
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return bad("does not parse")
+	}
+	if u.Scheme != "eventhubs" {
+		return bad("scheme %q, want eventhubs", u.Scheme)
+	}
+	if u.Host == "" {
+		return bad("missing host (want eventhubs://keyName:key@namespace/hub)")
+	}
+	var c Config
+	c.Namespace = u.Host
+	c.EventHub = strings.Trim(u.Path, "/")
+	if strings.Contains(c.EventHub, "/") {
+		return bad("path %q names more than one event hub", u.Path)
+	}
+	if u.User != nil {
+		c.KeyName = u.User.Username()
+		c.Key, _ = u.User.Password()
+	}
+	q := u.Query()
+	for k, vs := range q {
+		v := vs[len(vs)-1]
+		switch strings.ToLower(k) {
+		case "emulator", "usedevelopmentemulator":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return bad("emulator=%q is not a boolean", v)
+			}
+			c.UseDevelopmentEmulator = b
+		case "sharedaccesssignature":
+			c.SharedAccessSignature = v
+		case "keepalive":
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return bad("keepalive=%q is not a duration", v)
+			}
+			c.KeepAlive = d
+		case "reconnect":
+			switch strings.ToLower(v) {
+			case "lazy":
+				c.Reconnect = ReconnectLazy
+			case "eager":
+				c.Reconnect = ReconnectEager
+			default:
+				return bad("reconnect=%q, want lazy or eager", v)
+			}
+		case "max_message_size":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return bad("max_message_size=%q is not a positive integer", v)
+			}
+			c.MaxMessageSize = n
+		default:
+			return bad("unknown parameter %q", k)
+		}
+	}
+	if c.SharedAccessSignature == "" {
+		if c.KeyName == "" {
+			return bad("missing key name (want eventhubs://keyName:key@host/hub)")
+		}
+		if c.Key == "" {
+			return bad("missing key (want eventhubs://keyName:key@host/hub, key percent-encoded)")
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,45 @@
+// Package eventhubs is the Azure Event Hubs adapter of isobroker, built
+// directly on github.com/Azure/go-amqp (it does not use the Azure SDK).
+//
+// Open a Broker from a connection string, a Config, or (for the registry)
+// OpenTarget:
+//
+//	b, err := eventhubs.Open(ctx, "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=…")
+//
+// Vocabulary: a topic is an event hub; Message.Key is the partition key;
+// the PartitionIDHeader header sends to one partition; broker.Group is the
+// consumer group (default "$Default"); broker.StartAt picks the start
+// position; broker.Prefetch is each receiver's link credit; OwnerLevel,
+// Partitions, OnOwnershipLost and MaxHandlerRetries are driver options
+// (broker.WithDriverOption). HubProperties and PartitionProperties read
+// $management.
+//
+// Ownership: every Broker owns one AMQP connection at a time (with its
+// $cbs and $management request links, one session per event link, the
+// token renewals and the goroutines that serve them). Nothing is shared
+// between Brokers, and nothing is package-level state.
+//
+// Authentication: the connection uses SASL ANONYMOUS; before every link
+// attach the adapter puts a token on $cbs for the link's audience — a
+// shared access signature it signs from the key (renewed at 80 % of
+// Config.TokenTTL), a fixed SharedAccessSignature (sent as is, never
+// renewed), or an Azure AD token from a TokenCredential (renewed five
+// minutes before it expires). Keys, signatures and tokens never appear in
+// logs, errors or String output.
+//
+// Recovery follows the service's intent. The service closes idle
+// connections with amqp:connection:forced: that is logged at info level
+// and the connection, its claims, sessions and links are rebuilt on the
+// next operation (Config.Reconnect = ReconnectEager rebuilds at once;
+// Config.KeepAlive avoids idle closes). A detached link
+// (amqp:link:detach-forced) is re-attached; com.microsoft:server-busy and
+// com.microsoft:timeout are retried with exponential backoff and jitter;
+// unauthorized, not-found and message-size errors are fatal and returned
+// at once; amqp:link:stolen ends that partition's receiver with an error
+// wrapping broker.ErrOwnershipLost, never retried. Every lifecycle step
+// (dial, open, put-token, session, attach, close with its condition,
+// reconnect) is logged through log/slog with its duration.
+//
+// Errors wrap the broker sentinels and *Error, which carries the AMQP
+// condition; broker.IsRetryable classifies them.
+package eventhubs

@@ -1,0 +1,281 @@
+package eventhubs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/isobroker/broker"
+)
+
+// Broker is an Event Hubs broker.Broker. Create it with Open or
+// OpenConfig; it is safe for concurrent use. Each Broker owns its AMQP
+// connection, sessions, links, token renewals and goroutines; two Brokers
+// share nothing.
+type Broker struct {
+	cfg   Config
+	log   *slog.Logger
+	state *broker.StateTracker
+
+	closing chan struct{}   // closed when Close starts: no new work
+	deadCtx context.Context // cancelled when Close tears down
+	kill    context.CancelFunc
+	dead    <-chan struct{} // deadCtx.Done()
+
+	conn slot[*amqpConn]
+	gens atomic.Uint64
+	wg   tracker // internal goroutines: supervisors, request-link readers, closers
+
+	maxMsg atomic.Int64 // the link's max-message-size, or Config.MaxMessageSize
+
+	mu       sync.Mutex
+	dying    bool // set (with conns snapshot) before dead is closed
+	conns    map[*amqpConn]struct{}
+	senders  map[string]*slot[*senderLink]
+	subs     map[*subscription]struct{}
+	active   int           // running Publish and Subscribe calls
+	drained  chan struct{} // closed when active drops to 0 during Close
+	lostAt   time.Time
+	attempts int // connection attempts since the last success
+	lastHub  string
+	overhead int // encoding overhead of a one-event batch
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// Open parses connectionString (see ParseConnectionString), applies opts
+// and opens a Broker like OpenConfig.
+func Open(ctx context.Context, connectionString string, opts ...Option) (*Broker, error) {
+	cfg, err := ParseConnectionString(connectionString)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	return OpenConfig(ctx, cfg)
+}
+
+// OpenConfig validates cfg, connects to the namespace and returns a
+// connected Broker. When cfg.EventHub is set it also puts a token for it,
+// so that wrong credentials fail here (with an error wrapping
+// broker.ErrUnauthorized, without retries). It blocks until connected or
+// ctx ends, and fails on the first connection error rather than retrying
+// (the error says whether a retry may help: broker.IsRetryable); nothing
+// is left running when it fails.
+func OpenConfig(ctx context.Context, cfg Config) (*Broker, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	deadCtx, kill := context.WithCancel(context.Background())
+	b := &Broker{
+		cfg:     cfg,
+		log:     cfg.Logger.With("broker", "eventhubs", "name", cfg.Name, "namespace", cfg.Namespace),
+		state:   broker.NewStateTracker(broker.StateConnecting),
+		closing: make(chan struct{}),
+		deadCtx: deadCtx,
+		kill:    kill,
+		dead:    deadCtx.Done(),
+		conns:   make(map[*amqpConn]struct{}),
+		senders: make(map[string]*slot[*senderLink]),
+		subs:    make(map[*subscription]struct{}),
+	}
+	b.maxMsg.Store(int64(cfg.MaxMessageSize))
+	b.overhead = batchOverhead()
+	start := time.Now()
+	fail := func(err error) (*Broker, error) {
+		cctx, cancel := context.WithTimeout(context.Background(), linkCloseTimeout)
+		defer cancel()
+		_ = b.Close(cctx)
+		return nil, err
+	}
+	c, err := b.getConn(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("eventhubs: open %s: %w", cfg, err))
+	}
+	if cfg.EventHub != "" {
+		if err := c.putToken(ctx, cfg.audience(cfg.EventHub)); err != nil {
+			return fail(fmt.Errorf("eventhubs: open %s: %w", cfg, err))
+		}
+	}
+	b.log.Info("broker open", "config", cfg, "elapsed", time.Since(start))
+	return b, nil
+}
+
+// String describes the broker without secrets.
+func (b *Broker) String() string { return b.cfg.String() }
+
+// Capabilities reports what Event Hubs guarantees through this adapter:
+//
+//   - Redelivery false: the service never redelivers one event. A handler
+//     error is not checkpointed and is retried by the partition's handler
+//     loop (with backoff, Metadata.Redelivered set) before the partition
+//     moves on; see Subscribe.
+//   - CompetingConsumers false: members of a consumer group each read
+//     every partition they attach to; owner levels decide who keeps one.
+//   - PerKeyOrdering true: a key maps to one partition, read in order.
+//   - Replay true, Persistent true.
+//   - MaxMessageSize: the largest Body of an event without ID, key or
+//     headers that fits the sender link's max-message-size (the configured
+//     assumption until a link has reported it).
+func (b *Broker) Capabilities() broker.Capabilities {
+	return broker.Capabilities{
+		PerKeyOrdering: true,
+		Replay:         true,
+		Persistent:     true,
+		MaxMessageSize: int(b.maxMsg.Load()) - b.overhead,
+	}
+}
+
+// State reports the connection state: connected, reconnecting after the
+// service closed the connection (until the next use rebuilds it), or
+// closed.
+func (b *Broker) State() broker.State { return b.state.State() }
+
+// WatchState implements broker.Broker.
+func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
+	return b.state.Watch(ctx)
+}
+
+func (b *Broker) isClosing() bool {
+	select {
+	case <-b.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+func (b *Broker) isDead() bool {
+	select {
+	case <-b.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// enter registers a running call; false once Close has begun.
+func (b *Broker) enter() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.isClosing() {
+		return false
+	}
+	b.active++
+	return true
+}
+
+func (b *Broker) leave() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.active--
+	if b.active == 0 && b.drained != nil {
+		close(b.drained)
+		b.drained = nil
+	}
+}
+
+// backoff is the delay before retry attempt (1-based): base × 2^(n-1),
+// capped, with jitter in [0.8, 1.3).
+func (b *Broker) backoff(attempt int) time.Duration {
+	d := b.cfg.Retry.BaseDelay
+	for i := 1; i < attempt && d < b.cfg.Retry.MaxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, b.cfg.Retry.MaxDelay)
+	return time.Duration(float64(d) * (0.8 + 0.5*rand.Float64()))
+}
+
+// sleep waits d; false if ctx ended or the broker died first.
+func (b *Broker) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil && !b.isDead()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-b.dead:
+		return false
+	}
+}
+
+// Close stops accepting work at once (later calls return
+// broker.ErrClosed), stops the subscriptions' receivers, waits until ctx
+// ends for running handlers and in-flight publishes, then closes the
+// connection and waits for the instance's goroutines. It returns nil after
+// a clean drain, an error wrapping ctx.Err() when ctx ended first
+// (resources are released either way; handler contexts are cancelled),
+// and ErrClosed when called again. It touches nothing of other instances.
+func (b *Broker) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.isClosing() {
+		b.mu.Unlock()
+		return fmt.Errorf("eventhubs: close: %w", broker.ErrClosed)
+	}
+	close(b.closing)
+	var drained chan struct{}
+	if b.active > 0 {
+		drained = make(chan struct{})
+		b.drained = drained
+	}
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	b.state.Set(broker.StateClosed, nil)
+	start := time.Now()
+
+	for _, s := range subs {
+		s.stop(fmt.Errorf("eventhubs: subscription: %w", broker.ErrClosed))
+	}
+	var err error
+	for _, s := range subs {
+		if werr := s.wait(ctx); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if drained != nil {
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("publishes still in flight: %w", ctx.Err())
+			}
+		}
+	}
+
+	b.mu.Lock()
+	b.dying = true
+	conns := make([]*amqpConn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.conns = map[*amqpConn]struct{}{}
+	b.mu.Unlock()
+	b.kill()
+	for _, c := range conns {
+		c.shutdown(ctx)
+	}
+	if werr := b.wg.wait(ctx); werr != nil && err == nil {
+		err = fmt.Errorf("internal goroutines still running: %w", werr)
+	}
+	if err != nil {
+		b.log.Warn("broker closed before work finished", "err", err, "elapsed", time.Since(start))
+		return fmt.Errorf("eventhubs: close: %w", err)
+	}
+	b.log.Info("broker closed", "elapsed", time.Since(start))
+	return nil
+}

@@ -1,0 +1,320 @@
+package eventhubs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/isobroker/broker"
+)
+
+// senderLink is an attached sender to a hub or a partition.
+type senderLink struct {
+	conn   *amqpConn
+	sess   *amqp.Session
+	snd    *amqp.Sender
+	target string
+	max    int
+	broken atomic.Bool
+}
+
+func (s *senderLink) valid() bool { return !s.broken.Load() && s.conn.alive() }
+
+// sender returns the cached sender for target, attaching one (connection →
+// put-token → session → link) when there is none or it broke.
+func (b *Broker) sender(ctx context.Context, target string) (*senderLink, error) {
+	b.mu.Lock()
+	sl := b.senders[target]
+	if sl == nil {
+		sl = &slot[*senderLink]{}
+		b.senders[target] = sl
+	}
+	b.mu.Unlock()
+	return sl.get(ctx, b.dead, broker.ErrClosed, (*senderLink).valid, func(ctx context.Context) (*senderLink, error) {
+		c, err := b.getConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return b.attachSender(ctx, c, target)
+	})
+}
+
+func (b *Broker) attachSender(ctx context.Context, c *amqpConn, target string) (*senderLink, error) {
+	start := time.Now()
+	if err := c.putToken(ctx, b.cfg.audience(target)); err != nil {
+		return nil, err
+	}
+	tokenDone := time.Since(start)
+	sess, err := c.conn.NewSession(ctx, nil)
+	if err != nil {
+		return nil, wrapErr("attach", target, err)
+	}
+	sessDone := time.Since(start)
+	snd, err := sess.NewSender(ctx, target, &amqp.SenderOptions{
+		SettlementMode:              amqp.SenderSettleModeMixed.Ptr(),
+		RequestedReceiverSettleMode: amqp.ReceiverSettleModeFirst.Ptr(),
+		DesiredCapabilities:         []string{capGeoReplication},
+	})
+	if err != nil {
+		closeSessionAsync(sess, &b.wg)
+		return nil, wrapErr("attach", target, err)
+	}
+	max := int(snd.MaxMessageSize())
+	if max <= 0 || uint64(snd.MaxMessageSize()) > 1<<31 {
+		max = b.cfg.MaxMessageSize
+	}
+	b.maxMsg.Store(int64(max))
+	c.touch()
+	b.log.Info("sender attached", "conn", c.gen, "target", target, "max_message_size", max,
+		"put_token", tokenDone, "session", sessDone-tokenDone, "attach", time.Since(start)-sessDone, "elapsed", time.Since(start))
+	return &senderLink{conn: c, sess: sess, snd: snd, target: target, max: max}, nil
+}
+
+// breakSender retires s after an error.
+func (b *Broker) breakSender(s *senderLink) {
+	if s.broken.Swap(true) {
+		return
+	}
+	closeSessionAsync(s.sess, &b.wg)
+}
+
+// batch is a run of consecutive events sent as one message.
+type batch struct {
+	target     string
+	from, to   int // event indexes [from, to)
+	msg        *amqp.Message
+	sender     *senderLink
+	receipt    amqp.SendReceipt
+	sendFailed error
+}
+
+// Publish sends msgs to the event hub named topic and returns nil only
+// after the service accepted every event (an accepted disposition for
+// every batch). Events are grouped, in order, into batches (message
+// format 0x80013700) of consecutive events with the same partition key
+// and target, each as large as the link's max-message-size allows, and
+// the batches are pipelined on the link.
+//
+// Message.Key is the partition key; the PartitionIDHeader header sends
+// to a fixed partition. An event that cannot fit one batch fails the call
+// with broker.ErrMessageTooLarge before anything is sent.
+//
+// Recovery: a lost connection or link is rebuilt at once (lazily, on this
+// call), a busy service is retried with backoff; up to Config.Retry
+// attempts, by ctx. On a failure the call resends from the first batch
+// not known to be accepted (so later batches may arrive twice: at least
+// once, never reordered within a key). Unauthorized, not-found and
+// message-size errors are returned at once, classified fatal. Publish
+// blocks until ctx ends at the latest.
+func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	if b.isClosing() {
+		return fmt.Errorf("eventhubs: publish: %w", broker.ErrClosed)
+	}
+	if err := broker.CheckPublish(topic, msgs, 0); err != nil {
+		return fmt.Errorf("eventhubs: publish to %q: %w", topic, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("eventhubs: publish to %q: %w", topic, err)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	events := make([]event, len(msgs))
+	for i, m := range msgs {
+		ev, err := encodeEvent(i, m)
+		if err != nil {
+			return fmt.Errorf("eventhubs: publish to %q: %w", topic, err)
+		}
+		events[i] = ev
+	}
+	if err := b.checkSizes(topic, events, int(b.maxMsg.Load())); err != nil {
+		return err
+	}
+	if !b.enter() {
+		return fmt.Errorf("eventhubs: publish: %w", broker.ErrClosed)
+	}
+	defer b.leave()
+	b.noteHub(topic)
+
+	next := 0 // first event not known to be accepted
+	for attempt := 0; ; attempt++ {
+		done, err := b.sendFrom(ctx, topic, events[next:])
+		next += done
+		if err == nil {
+			return nil
+		}
+		if b.isDead() {
+			return fmt.Errorf("eventhubs: publish to %q: %w", topic, broker.ErrClosed)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w", topic, len(events)-next, len(events), ctx.Err())
+		}
+		err = wrapErr("publish", topic, err)
+		act, _ := classify(err)
+		if act == actFatal || act == actStolen || act == actContext || attempt >= b.cfg.Retry.MaxAttempts {
+			return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w", topic, len(events)-next, len(events), err)
+		}
+		delay := b.backoff(attempt + 1)
+		if attempt == 0 && act != actRetry {
+			delay = 0
+		}
+		b.log.Info("publish retrying", "hub", topic, "attempt", attempt+1, "action", act.String(), "delay", delay, "pending", len(events)-next, "err", err)
+		if !b.sleep(ctx, delay) {
+			if ctx.Err() != nil {
+				return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w (last error: %v)", topic, len(events)-next, len(events), ctx.Err(), err)
+			}
+			return fmt.Errorf("eventhubs: publish to %q: %w", topic, broker.ErrClosed)
+		}
+	}
+}
+
+// checkSizes refuses events that cannot fit one batch of max bytes.
+func (b *Broker) checkSizes(topic string, events []event, max int) error {
+	for i := range events {
+		ev := &events[i]
+		if n := envelopeSize(ev) + len(ev.enc) + dataOverhead; n > max {
+			return broker.MarkFatal(fmt.Errorf("eventhubs: publish to %q: message %d encodes to %d bytes, the link allows %d: %w",
+				topic, ev.index, n, max, broker.ErrMessageTooLarge))
+		}
+	}
+	return nil
+}
+
+func envelopeSize(ev *event) int {
+	enc, err := envelope(ev).MarshalBinary()
+	if err != nil {
+		return 0
+	}
+	return len(enc)
+}
+
+func (b *Broker) noteHub(hub string) {
+	b.mu.Lock()
+	b.lastHub = hub
+	b.mu.Unlock()
+}
+
+func (b *Broker) keepAliveHub() string {
+	if b.cfg.EventHub != "" {
+		return b.cfg.EventHub
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lastHub
+}
+
+// sendFrom sends events in batches and waits for their dispositions. It
+// returns how many leading events were accepted, and the first error.
+func (b *Broker) sendFrom(ctx context.Context, hub string, events []event) (int, error) {
+	// Attach (or reuse) the senders first, so that batches are sized by
+	// the links' real limits before anything is sent.
+	senders := make(map[string]*senderLink)
+	max := 0
+	for i := range events {
+		t := events[i].target(hub)
+		if _, ok := senders[t]; ok {
+			continue
+		}
+		s, err := b.sender(ctx, t)
+		if err != nil {
+			return 0, err
+		}
+		senders[t] = s
+		if max == 0 || s.max < max {
+			max = s.max
+		}
+	}
+	if err := b.checkSizes(hub, events, max); err != nil {
+		return 0, err
+	}
+	batches := plan(hub, events, max)
+	for i := range batches {
+		bt := &batches[i]
+		bt.sender = senders[bt.target]
+		bt.receipt, bt.sendFailed = bt.sender.snd.SendWithReceipt(ctx, bt.msg, nil)
+		if bt.sendFailed != nil {
+			batches = batches[:i+1]
+			break
+		}
+		bt.sender.conn.touch()
+	}
+	accepted := 0
+	var firstErr error
+	for i := range batches {
+		bt := &batches[i]
+		err := bt.sendFailed
+		if err == nil {
+			var state amqp.DeliveryState
+			state, err = bt.receipt.Wait(ctx)
+			if err == nil {
+				err = outcome(state)
+			}
+		}
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			if act, _ := classify(err); act == actRelink || act == actReconnect || act == actFatal {
+				b.breakSender(bt.sender)
+				if act == actReconnect {
+					b.invalidate(bt.sender.conn, err)
+				}
+			}
+			continue
+		}
+		if firstErr == nil {
+			accepted = bt.to
+		}
+	}
+	if firstErr != nil && errors.Is(firstErr, context.Canceled) && ctx.Err() == nil {
+		firstErr = broker.ErrUnavailable
+	}
+	return accepted, firstErr
+}
+
+// outcome turns a delivery state into nil (accepted) or an error.
+func outcome(state amqp.DeliveryState) error {
+	switch s := state.(type) {
+	case *amqp.StateAccepted:
+		return nil
+	case *amqp.StateRejected:
+		if s.Error != nil {
+			return s.Error
+		}
+		return &amqp.Error{Condition: amqp.ErrCondInternalError, Description: "rejected without an error"}
+	case *amqp.StateReleased:
+		return &amqp.Error{Condition: condServerBusy, Description: "released by the service"}
+	case *amqp.StateModified:
+		return &amqp.Error{Condition: condServerBusy, Description: "modified by the service"}
+	case nil:
+		return nil // settled without a state: the service took it
+	}
+	return fmt.Errorf("unexpected delivery state %T", state)
+}
+
+// plan groups consecutive events with the same target and key into
+// batches of at most max encoded bytes. Indexes are relative to events.
+func plan(hub string, events []event, max int) []batch {
+	var out []batch
+	size := 0
+	for i := range events {
+		ev := &events[i]
+		t := ev.target(hub)
+		n := len(ev.enc) + dataOverhead
+		if k := len(out) - 1; k >= 0 && t == out[k].target && ev.key == events[out[k].from].key && size+n <= max {
+			out[k].msg.Data = append(out[k].msg.Data, ev.enc)
+			out[k].to = i + 1
+			size += n
+			continue
+		}
+		msg := envelope(ev)
+		msg.Data = [][]byte{ev.enc}
+		out = append(out, batch{target: t, from: i, to: i + 1, msg: msg})
+		size = envelopeSize(ev) + n
+	}
+	return out
+}

@@ -1,0 +1,306 @@
+package eventhubs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+
+	"github.com/Azure/go-amqp"
+)
+
+// slot holds one lazily built value (a connection, a link) and makes sure
+// only one caller builds it at a time: the others wait by their ctx and
+// get the builder's result. No lock is held while building.
+type slot[T comparable] struct {
+	mu       sync.Mutex
+	val      T
+	building *flight[T]
+}
+
+type flight[T any] struct {
+	done chan struct{}
+	val  T
+	err  error
+}
+
+// get returns the held value if valid reports true for it; otherwise it
+// builds a new one (or waits for the build in progress). abort ends the
+// wait like ctx does, with errAbort.
+func (s *slot[T]) get(ctx context.Context, abort <-chan struct{}, errAbort error, valid func(T) bool, build func(context.Context) (T, error)) (T, error) {
+	var zero T
+	s.mu.Lock()
+	if s.val != zero && valid(s.val) {
+		v := s.val
+		s.mu.Unlock()
+		return v, nil
+	}
+	if f := s.building; f != nil {
+		s.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.val, f.err
+		case <-ctx.Done():
+			return zero, ctx.Err()
+		case <-abort:
+			return zero, errAbort
+		}
+	}
+	f := &flight[T]{done: make(chan struct{})}
+	s.building = f
+	s.mu.Unlock()
+
+	f.val, f.err = build(ctx)
+
+	s.mu.Lock()
+	s.building = nil
+	if f.err == nil {
+		s.val = f.val
+	}
+	s.mu.Unlock()
+	close(f.done)
+	return f.val, f.err
+}
+
+// drop forgets v if it is the held value. It reports whether it did.
+func (s *slot[T]) drop(v T) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var zero T
+	if v != zero && s.val == v {
+		s.val = zero
+		return true
+	}
+	return false
+}
+
+// tracker counts goroutines like a sync.WaitGroup, but may gain new ones
+// while someone waits, and its wait obeys a ctx.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{}
+}
+
+// Add adds n goroutines.
+func (t *tracker) Add(n int) {
+	t.mu.Lock()
+	t.n += n
+	t.mu.Unlock()
+}
+
+// Done marks one goroutine finished.
+func (t *tracker) Done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+}
+
+// Go runs f in a tracked goroutine.
+func (t *tracker) Go(f func()) {
+	t.Add(1)
+	go func() {
+		defer t.Done()
+		f()
+	}()
+}
+
+// wait waits until no tracked goroutine runs, or ctx ends.
+func (t *tracker) wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.zero == nil {
+		t.zero = make(chan struct{})
+	}
+	ch := t.zero
+	t.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// randomID returns a random UUID-formatted string.
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// rpcLink is a request/response link pair on a node such as $cbs or
+// $management: a sender to the node, a receiver from it whose target is
+// a private reply-to address, and a reader goroutine that routes replies
+// by correlation-id. It lives as long as its session.
+type rpcLink struct {
+	addr    string
+	replyTo string
+	sess    *amqp.Session
+	snd     *amqp.Sender
+	rcv     *amqp.Receiver
+
+	mu      sync.Mutex
+	pending map[string]chan *amqp.Message
+	dead    bool
+	done    chan struct{} // closed when the reader has exited
+	err     error         // why the reader exited; read after done
+}
+
+// newRPCLink attaches the pair on a new session of conn; the reader runs
+// in wg.
+func newRPCLink(ctx context.Context, conn *amqp.Conn, addr string, wg *tracker) (*rpcLink, error) {
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	r := &rpcLink{
+		addr:    addr,
+		replyTo: fmt.Sprintf("%s-reply-%s", addr, randomID()),
+		sess:    sess,
+		pending: make(map[string]chan *amqp.Message),
+		done:    make(chan struct{}),
+	}
+	caps := []string(nil)
+	if addr == "$management" {
+		caps = []string{"com.microsoft:georeplication"}
+	}
+	r.snd, err = sess.NewSender(ctx, addr, &amqp.SenderOptions{DesiredCapabilities: caps})
+	if err != nil {
+		closeSessionAsync(sess, wg)
+		return nil, err
+	}
+	r.rcv, err = sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{
+		TargetAddress:             r.replyTo,
+		Credit:                    100,
+		SettlementMode:            amqp.ReceiverSettleModeFirst.Ptr(),
+		RequestedSenderSettleMode: amqp.SenderSettleModeSettled.Ptr(),
+		DesiredCapabilities:       caps,
+	})
+	if err != nil {
+		closeSessionAsync(sess, wg)
+		return nil, err
+	}
+	wg.Add(1)
+	go r.read(wg)
+	return r, nil
+}
+
+// read routes replies until the receiver ends (its session or connection
+// closed).
+func (r *rpcLink) read(wg *tracker) {
+	defer wg.Done()
+	for {
+		msg, err := r.rcv.Receive(context.Background(), nil)
+		if err != nil {
+			r.mu.Lock()
+			r.dead, r.err = true, err
+			r.pending = nil
+			r.mu.Unlock()
+			close(r.done)
+			return
+		}
+		if msg.Properties == nil {
+			continue
+		}
+		id := fmt.Sprint(msg.Properties.CorrelationID)
+		r.mu.Lock()
+		ch := r.pending[id]
+		delete(r.pending, id)
+		r.mu.Unlock()
+		if ch != nil {
+			ch <- msg // buffered
+		}
+	}
+}
+
+func (r *rpcLink) alive() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.dead
+}
+
+// call sends req and waits for the reply by ctx and abort. It returns the
+// reply's status code and description besides the message.
+func (r *rpcLink) call(ctx context.Context, abort <-chan struct{}, req *amqp.Message) (*amqp.Message, int32, string, error) {
+	id := randomID()
+	if req.Properties == nil {
+		req.Properties = &amqp.MessageProperties{}
+	}
+	req.Properties.MessageID = id
+	req.Properties.ReplyTo = &r.replyTo
+	ch := make(chan *amqp.Message, 1)
+	r.mu.Lock()
+	if r.dead {
+		err := r.err
+		r.mu.Unlock()
+		return nil, 0, "", err
+	}
+	r.pending[id] = ch
+	r.mu.Unlock()
+	forget := func() {
+		r.mu.Lock()
+		delete(r.pending, id)
+		r.mu.Unlock()
+	}
+	if err := r.snd.Send(ctx, req, nil); err != nil {
+		forget()
+		if ctx.Err() != nil {
+			return nil, 0, "", ctx.Err()
+		}
+		return nil, 0, "", err
+	}
+	select {
+	case resp := <-ch:
+		status, desc := replyStatus(resp)
+		return resp, status, desc, nil
+	case <-r.done:
+		return nil, 0, "", r.err
+	case <-ctx.Done():
+		forget()
+		return nil, 0, "", ctx.Err()
+	case <-abort:
+		forget()
+		return nil, 0, "", context.Canceled
+	}
+}
+
+// replyStatus reads status-code (int32, or any integer) and
+// status-description from a reply.
+func replyStatus(m *amqp.Message) (int32, string) {
+	var status int32
+	var desc string
+	for k, v := range m.ApplicationProperties {
+		switch k {
+		case "status-code", "statusCode":
+			switch n := v.(type) {
+			case int32:
+				status = n
+			case int64:
+				status = int32(n)
+			case int:
+				status = int32(n)
+			case int16:
+				status = int32(n)
+			case uint32:
+				status = int32(n)
+			}
+		case "status-description", "statusDescription":
+			if s, ok := v.(string); ok {
+				desc = s
+			}
+		}
+	}
+	return status, desc
+}

@@ -1,0 +1,646 @@
+package eventhubs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/isobroker/broker"
+)
+
+// Driver options for Subscribe, passed with broker.WithDriverOption.
+type (
+	// OwnerLevel attaches the subscription's receivers with this owner
+	// level (epoch). A receiver with an equal or higher owner level on the
+	// same consumer group and partition takes the partition over; the
+	// receiver that loses it ends cleanly (see OnOwnershipLost). Without
+	// it the receivers are non-epoch receivers (at most 5 per partition
+	// and consumer group).
+	OwnerLevel int64
+
+	// Partitions restricts the subscription to these partition ids
+	// (default: every partition of the hub).
+	Partitions []string
+
+	// OnOwnershipLost is called, from the partition's goroutine, when a
+	// partition's receiver loses ownership (amqp:link:stolen); err wraps
+	// broker.ErrOwnershipLost. That partition stops; the others go on.
+	// When every partition has stopped so, the subscription ends and its
+	// Err reports the ownership loss. It must not block.
+	OnOwnershipLost func(partitionID string, err error)
+
+	// MaxHandlerRetries bounds how often the handler loop retries an event
+	// whose handler returned an error (0, the default: until it succeeds
+	// or the subscription ends). When the bound is reached the event is
+	// skipped and logged at error level.
+	MaxHandlerRetries int
+)
+
+// handler-loop backoff after a handler error.
+const (
+	handlerRetryBase = 20 * time.Millisecond
+	handlerRetryMax  = 5 * time.Second
+)
+
+// Subscribe reads every partition of the event hub topic (or those of a
+// Partitions option) in consumer group broker.Group (default "$Default";
+// the group must exist) and hands the events to h: in order within a
+// partition, one at a time per partition, and up to
+// broker.Concurrency handler calls at once across partitions.
+// broker.Prefetch is each receiver link's credit.
+//
+// Start positions (broker.StartAt): latest (default: events enqueued
+// after Subscribe returns), earliest, an offset, a sequence number or an
+// enqueued time. Subscribe returns once every partition's receiver is
+// attached; it blocks by ctx, retrying retryable failures within
+// Config.Retry.
+//
+// Acknowledgement: Event Hubs has no per-message settlement. A handler
+// error (or panic) is not checkpointed: the same event is handed to the
+// handler again, after a backoff, with Metadata.Redelivered set and
+// DeliveryCount counting, and the partition does not move on until it
+// succeeds (see MaxHandlerRetries). Capabilities.Redelivery is false
+// because the service itself never redelivers.
+//
+// Recovery: a detached link (amqp:link:detach-forced and the like) is
+// re-attached at once; a lost connection is rebuilt at once; busy or
+// timeout refusals are retried with backoff, without limit while the
+// subscription runs. A re-attached receiver resumes after the last
+// sequence number handed to the handler, so nothing is skipped (events
+// prefetched but not yet handled are read again). amqp:link:stolen ends
+// that partition only (OwnerLevel, OnOwnershipLost), logged at info, and
+// is never retried. Fatal errors (unauthorized, not found) end the
+// subscription; Err reports them.
+func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
+	if b.isClosing() {
+		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
+	}
+	cfg, err := broker.CheckSubscribe(topic, h, true, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
+	}
+	s := &subscription{b: b, hub: topic, cfg: cfg, h: h, group: cfg.Group}
+	if s.group == "" {
+		s.group = DefaultConsumerGroup
+	}
+	for _, o := range cfg.DriverOptions {
+		switch v := o.(type) {
+		case OwnerLevel:
+			e := int64(v)
+			s.epoch = &e
+		case Partitions:
+			s.only = slices.Clone(v)
+			slices.Sort(s.only)
+			if len(s.only) == 0 || len(slices.Compact(slices.Clone(s.only))) != len(s.only) {
+				return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: Partitions %v is empty or lists a partition twice", topic, broker.ErrInvalidOption, []string(v))
+			}
+		case OnOwnershipLost:
+			s.onLost = v
+		case MaxHandlerRetries:
+			if v < 0 {
+				return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: MaxHandlerRetries %d is negative", topic, broker.ErrInvalidOption, v)
+			}
+			s.maxRetries = int(v)
+		default:
+			return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: unknown driver option %T", topic, broker.ErrInvalidOption, o)
+		}
+	}
+	if cfg.Start.Kind == broker.StartOffset && strings.ContainsAny(cfg.Start.Offset, "'\\") {
+		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: start offset %q contains a quote or backslash", topic, broker.ErrInvalidOption, cfg.Start.Offset)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
+	}
+	if !b.enter() {
+		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
+	}
+	defer b.leave()
+	b.noteHub(topic)
+	start := time.Now()
+
+	props, err := b.HubProperties(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
+	}
+	ids := props.PartitionIDs
+	if s.only != nil {
+		for _, id := range s.only {
+			if !slices.Contains(props.PartitionIDs, id) {
+				return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: partition %q does not exist (partitions: %v)", topic, broker.ErrNotFound, id, props.PartitionIDs)
+			}
+		}
+		ids = s.only
+	}
+	s.init(ctx)
+	s.parts = make([]*partitionReceiver, len(ids))
+	for i, id := range ids {
+		s.parts[i] = &partitionReceiver{s: s, id: id, name: s.name + "-" + id}
+	}
+
+	// Resolve start positions and attach every partition, in parallel.
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, p := range s.parts {
+		wg.Go(func() { errs[i] = p.first(ctx) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		s.abandon()
+		return nil, fmt.Errorf("eventhubs: subscribe to %q group %q: %w", topic, s.group, firstErr(errs))
+	}
+
+	b.mu.Lock()
+	if b.isClosing() {
+		b.mu.Unlock()
+		s.abandon()
+		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	s.start()
+	b.log.Info("subscribed", "hub", topic, "group", s.group, "partitions", len(ids), "start", cfg.Start.String(),
+		"owner_level", epochString(s.epoch), "prefetch", cfg.Prefetch, "concurrency", cfg.Concurrency, "elapsed", time.Since(start))
+	return s, nil
+}
+
+func firstErr(errs []error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func epochString(e *int64) string {
+	if e == nil {
+		return "none"
+	}
+	return strconv.FormatInt(*e, 10)
+}
+
+// subscription is a running Subscribe: one goroutine per partition.
+type subscription struct {
+	b          *Broker
+	hub, group string
+	cfg        broker.SubscribeConfig
+	h          broker.Handler
+	epoch      *int64
+	only       []string
+	onLost     OnOwnershipLost
+	maxRetries int
+	name       string
+	parts      []*partitionReceiver
+
+	recvCtx        context.Context // cancelled at stop: ends receives and attaches
+	cancelRecv     context.CancelFunc
+	handlerCtx     context.Context // cancelled when Close gives up or the Subscribe ctx ends
+	cancelHandlers context.CancelFunc
+	subscribeCtx   context.Context
+	stopCtxHook    func() bool
+
+	sem      chan struct{} // handler calls running at once
+	stopOnce sync.Once
+	stopping chan struct{}
+	done     chan struct{}
+	wg       sync.WaitGroup
+
+	mu      sync.Mutex
+	err     error
+	closed  bool
+	running int
+}
+
+func (s *subscription) init(ctx context.Context) {
+	s.name = "isobroker-" + randomID()[:8]
+	s.subscribeCtx = ctx
+	s.recvCtx, s.cancelRecv = context.WithCancel(context.Background())
+	s.handlerCtx, s.cancelHandlers = context.WithCancel(ctx)
+	s.sem = make(chan struct{}, s.cfg.Concurrency)
+	s.stopping = make(chan struct{})
+	s.done = make(chan struct{})
+}
+
+// abandon releases the receivers of a Subscribe that failed.
+func (s *subscription) abandon() {
+	s.cancelRecv()
+	s.cancelHandlers()
+	for _, p := range s.parts {
+		p.closeLink()
+	}
+}
+
+func (s *subscription) start() {
+	s.stopCtxHook = context.AfterFunc(s.subscribeCtx, func() { s.stop(s.subscribeCtx.Err()) })
+	s.running = len(s.parts)
+	s.wg.Add(len(s.parts))
+	for _, p := range s.parts {
+		go p.run()
+	}
+	go func() {
+		s.wg.Wait()
+		if err := s.subscribeCtx.Err(); err != nil {
+			s.stop(err)
+		}
+		s.stopCtxHook()
+		s.cancelHandlers()
+		s.cancelRecv()
+		s.b.forget(s)
+		close(s.done)
+	}()
+}
+
+func (b *Broker) forget(s *subscription) {
+	b.mu.Lock()
+	delete(b.subs, s)
+	b.mu.Unlock()
+}
+
+// stop makes the partitions stop; cause is what Err reports.
+func (s *subscription) stop(cause error) {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		if !s.closed {
+			s.err = cause
+		}
+		s.mu.Unlock()
+		close(s.stopping)
+		s.cancelRecv()
+	})
+}
+
+func (s *subscription) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// partitionEnded notes a partition that stopped for good (ownership lost)
+// and ends the subscription when none is left.
+func (s *subscription) partitionEnded(err error) {
+	s.mu.Lock()
+	s.running--
+	last := s.running == 0
+	s.mu.Unlock()
+	if last {
+		s.stop(fmt.Errorf("eventhubs: subscription to %q: every partition lost: %w", s.hub, err))
+	}
+}
+
+// wait waits for the partitions until ctx ends; then it cancels the
+// handlers' contexts and returns ctx's error.
+func (s *subscription) wait(ctx context.Context) error {
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		s.cancelHandlers()
+		return fmt.Errorf("handlers of %q still running: %w", s.hub, ctx.Err())
+	}
+}
+
+// Close stops the receivers at once, waits for running handlers until ctx
+// ends (then cancels their contexts and returns an error wrapping
+// ctx.Err()), and detaches the links. It returns ErrClosed when called
+// again; it never affects other subscriptions.
+func (s *subscription) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("eventhubs: subscription close: %w", broker.ErrClosed)
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.stop(nil)
+	if err := s.wait(ctx); err != nil {
+		return fmt.Errorf("eventhubs: subscription close: %w", err)
+	}
+	return nil
+}
+
+// Done is closed when the subscription has ended.
+func (s *subscription) Done() <-chan struct{} { return s.done }
+
+// Err reports why the subscription ended: nil while it runs or after
+// Close, the Subscribe ctx's error, an error wrapping ErrClosed when the
+// broker closed, one wrapping ErrOwnershipLost when every partition was
+// taken over, or the fatal error that stopped it.
+func (s *subscription) Err() error {
+	select {
+	case <-s.done:
+	default:
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// call runs the handler once, turning a panic into an error.
+func (s *subscription) call(m *broker.Message, attempt int) (err error) {
+	d := clone(m)
+	d.Metadata.Redelivered = attempt > 0
+	d.Metadata.DeliveryCount = attempt
+	defer func() {
+		if r := recover(); r != nil {
+			s.b.log.Error("handler panicked", "hub", s.hub, "group", s.group, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("eventhubs: handler panicked: %v", r)
+		}
+	}()
+	return s.h(s.handlerCtx, &broker.Delivery{Message: d, Group: s.cfg.Group})
+}
+
+// partitionReceiver reads one partition.
+type partitionReceiver struct {
+	s     *subscription
+	id    string
+	name  string
+	start string // selector of the first attach
+
+	lastSeq int64
+	haveSeq bool
+
+	conn *amqpConn
+	sess *amqp.Session
+	rcv  *amqp.Receiver
+}
+
+func (p *partitionReceiver) address() string {
+	return p.s.hub + "/ConsumerGroups/" + p.s.group + "/Partitions/" + p.id
+}
+
+// first resolves the start position and attaches, within Subscribe's ctx.
+func (p *partitionReceiver) first(ctx context.Context) error {
+	s := p.s
+	b := s.b
+	pos := s.cfg.Start
+	switch pos.Kind {
+	case broker.StartLatest:
+		// Pin "latest" to a sequence number, so that a re-attach after a
+		// drop resumes there even if nothing was delivered yet.
+		pp, err := b.PartitionProperties(ctx, s.hub, p.id)
+		if err != nil {
+			return err
+		}
+		p.start = seqSelector(pp.LastEnqueuedSequenceNumber, false)
+	case broker.StartEarliest:
+		p.start = "amqp.annotation.x-opt-offset > '-1'"
+	case broker.StartOffset:
+		p.start = fmt.Sprintf("amqp.annotation.x-opt-offset %s '%s'", op(pos.Inclusive), pos.Offset)
+	case broker.StartSequence:
+		p.start = seqSelector(pos.Sequence, pos.Inclusive)
+	case broker.StartTime:
+		p.start = fmt.Sprintf("amqp.annotation.x-opt-enqueued-time >= '%d'", pos.Time.UnixMilli())
+	}
+	return b.withRetry(ctx, "attach", p.address(), func(ctx context.Context, c *amqpConn) error {
+		return p.attach(ctx, c)
+	})
+}
+
+func op(inclusive bool) string {
+	if inclusive {
+		return ">="
+	}
+	return ">"
+}
+
+func seqSelector(seq int64, inclusive bool) string {
+	return fmt.Sprintf("amqp.annotation.x-opt-sequence-number %s '%d'", op(inclusive), seq)
+}
+
+// selector is where the next attach starts: after the last handled event,
+// or the initial position.
+func (p *partitionReceiver) selector() string {
+	if p.haveSeq {
+		return seqSelector(p.lastSeq, false)
+	}
+	return p.start
+}
+
+// attach puts a token and attaches a receiver link on c.
+func (p *partitionReceiver) attach(ctx context.Context, c *amqpConn) error {
+	s := p.s
+	b := s.b
+	addr := p.address()
+	start := time.Now()
+	if err := c.putToken(ctx, b.cfg.audience(addr)); err != nil {
+		return err
+	}
+	tokenDone := time.Since(start)
+	sess, err := c.conn.NewSession(ctx, nil)
+	if err != nil {
+		return wrapErr("attach", addr, err)
+	}
+	props := map[string]any{propReceiverName: p.name}
+	if s.epoch != nil {
+		props[propEpoch] = *s.epoch
+	}
+	sel := p.selector()
+	rcv, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{
+		Credit:              int32(min(s.cfg.Prefetch, 1<<20)),
+		SettlementMode:      amqp.ReceiverSettleModeFirst.Ptr(),
+		Filters:             []amqp.LinkFilter{amqp.NewSelectorFilter(sel)},
+		Properties:          props,
+		TargetAddress:       p.name,
+		Name:                p.name + "-" + randomID()[:8],
+		DesiredCapabilities: []string{capGeoReplication},
+	})
+	if err != nil {
+		closeSessionAsync(sess, &b.wg)
+		return wrapErr("attach", addr, err)
+	}
+	p.conn, p.sess, p.rcv = c, sess, rcv
+	c.touch()
+	b.log.Info("receiver attached", "conn", c.gen, "source", addr, "selector", sel, "owner_level", epochString(s.epoch),
+		"put_token", tokenDone, "elapsed", time.Since(start))
+	return nil
+}
+
+// closeLink detaches the receiver (bounded) and forgets it.
+func (p *partitionReceiver) closeLink() {
+	if p.rcv == nil {
+		return
+	}
+	b := p.s.b
+	rcv, sess := p.rcv, p.sess
+	p.rcv, p.sess, p.conn = nil, nil, nil
+	ctx, cancel := context.WithTimeout(context.Background(), linkCloseTimeout)
+	defer cancel()
+	stop := context.AfterFunc(b.deadCtx, cancel)
+	defer stop()
+	_ = rcv.Close(ctx)
+	closeSessionAsync(sess, &b.wg)
+}
+
+// run receives and handles until the subscription stops or the partition
+// is lost.
+func (p *partitionReceiver) run() {
+	s := p.s
+	defer s.wg.Done()
+	defer p.closeLink()
+	failures := 0
+	for {
+		if s.isStopping() {
+			return
+		}
+		if p.rcv == nil {
+			if !p.reattach(failures) {
+				return
+			}
+		}
+		msg, err := p.rcv.Receive(s.recvCtx, nil)
+		if err != nil {
+			if s.isStopping() {
+				return
+			}
+			failures++
+			if !p.onError(err) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		m := decodeEvent(msg, s.hub, p.id)
+		if !p.handle(m) {
+			return
+		}
+		p.lastSeq, p.haveSeq = m.Metadata.SequenceNumber, true
+	}
+}
+
+// onError classifies a receive error; false ends the partition.
+func (p *partitionReceiver) onError(err error) bool {
+	s := p.s
+	b := s.b
+	werr := wrapErr("receive", p.address(), err)
+	act, _ := classify(werr)
+	cond := ""
+	if ae, _ := remote(err); ae != nil {
+		cond = string(ae.Condition)
+	}
+	switch act {
+	case actStolen:
+		p.lost(werr)
+		return false
+	case actFatal:
+		b.log.Error("receiver failed", "source", p.address(), "condition", cond, "err", werr)
+		s.stop(werr)
+		return false
+	case actContext:
+		return false
+	case actReconnect:
+		b.invalidate(p.conn, werr)
+	}
+	b.log.Info("receiver detached; re-attaching", "source", p.address(), "condition", cond, "action", act.String(),
+		"resume", p.selector(), "err", werr)
+	p.closeLink()
+	return true
+}
+
+// lost ends the partition after amqp:link:stolen.
+func (p *partitionReceiver) lost(err error) {
+	s := p.s
+	desc := ""
+	var e *Error
+	if errors.As(err, &e) {
+		desc = e.Description
+	}
+	s.b.log.Info("partition ownership lost", "hub", s.hub, "group", s.group, "partition", p.id,
+		"owner_level", epochString(s.epoch), "description", desc)
+	if s.onLost != nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					s.b.log.Error("OnOwnershipLost panicked", "panic", r)
+				}
+			}()
+			s.onLost(p.id, err)
+		}()
+	}
+	s.partitionEnded(err)
+}
+
+// reattach attaches again with backoff until it works, the partition is
+// lost or fatally refused, or the subscription stops.
+func (p *partitionReceiver) reattach(failures int) bool {
+	s := p.s
+	b := s.b
+	for attempt := failures; ; attempt++ {
+		if attempt > 1 {
+			if !b.sleep(s.recvCtx, b.backoff(attempt-1)) {
+				return false
+			}
+		}
+		c, err := b.getConn(s.recvCtx)
+		if err == nil {
+			err = p.attach(s.recvCtx, c)
+		}
+		if err == nil {
+			return true
+		}
+		if s.isStopping() || b.isDead() {
+			return false
+		}
+		werr := wrapErr("attach", p.address(), err)
+		switch act, _ := classify(werr); act {
+		case actStolen:
+			p.lost(werr)
+			return false
+		case actFatal:
+			b.log.Error("receiver attach failed", "source", p.address(), "err", werr)
+			s.stop(werr)
+			return false
+		case actReconnect:
+			b.invalidate(c, werr)
+		}
+		b.log.Info("receiver attach failed; retrying", "source", p.address(), "attempt", attempt+1, "err", werr)
+	}
+}
+
+// handle runs the handler on m until it succeeds (or the retry bound is
+// reached); false if the subscription stopped first.
+func (p *partitionReceiver) handle(m *broker.Message) bool {
+	s := p.s
+	for attempt := 0; ; attempt++ {
+		if s.isStopping() {
+			return false
+		}
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.stopping:
+			return false
+		}
+		err := s.call(m, attempt)
+		<-s.sem
+		if err == nil {
+			return true
+		}
+		if s.maxRetries > 0 && attempt >= s.maxRetries {
+			s.b.log.Error("handler failed; event skipped", "hub", s.hub, "group", s.group, "partition", p.id,
+				"sequence", m.Metadata.SequenceNumber, "attempts", attempt+1, "err", err)
+			return true
+		}
+		delay := handlerRetryBase << min(attempt, 10)
+		delay = min(delay, handlerRetryMax)
+		s.b.log.Debug("handler failed; retrying the event", "hub", s.hub, "partition", p.id,
+			"sequence", m.Metadata.SequenceNumber, "attempt", attempt+1, "delay", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-s.stopping:
+			t.Stop()
+			return false
+		}
+	}
+}
