@@ -1,0 +1,331 @@
+package rabbit
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/isobroker/broker"
+)
+
+// Defaults for Config.
+const (
+	// DefaultDialTimeout bounds one connection attempt: TCP, TLS and the
+	// AMQP handshake.
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds every socket write. A write that cannot
+	// complete in time (a peer that stopped reading) fails, and the
+	// connection is recovered, instead of blocking forever.
+	DefaultWriteTimeout = 15 * time.Second
+	// DefaultHeartbeat is the AMQP heartbeat interval requested from the
+	// server; a silent peer is detected after three intervals.
+	DefaultHeartbeat = 10 * time.Second
+	// DefaultPublishChannels is the size of the confirm-mode channel pool
+	// publishes are spread over.
+	DefaultPublishChannels = 4
+	// DefaultMaxMessageSize matches RabbitMQ's default max_message_size
+	// (128 MiB).
+	DefaultMaxMessageSize = 128 << 20
+	// DefaultReconnectInitial is the first backoff step between recovery
+	// rounds (every host tried once per round).
+	DefaultReconnectInitial = 100 * time.Millisecond
+	// DefaultReconnectMax caps the backoff.
+	DefaultReconnectMax = 10 * time.Second
+	// DefaultCloseTimeout bounds the connection close handshake when the
+	// Close context has no deadline.
+	DefaultCloseTimeout = 5 * time.Second
+)
+
+// Config configures Open. Only URLs is required; zero values take the
+// defaults above.
+type Config struct {
+	// URLs are the servers, tried in turn on every (re)connect. Each is an
+	// amqp:// or amqps:// URL and may itself list several hosts separated
+	// by commas ("amqp://user:pass@h1:5672,h2:5672/vhost"); they share its
+	// credentials, vhost and query. For amqps the query parameters
+	// cacertfile, certfile, keyfile and server_name_indication configure
+	// TLS when TLS is nil.
+	URLs []string
+	// Name identifies the instance in logs and in the server's connection
+	// list (client property connection_name).
+	Name string
+	// Logger receives lifecycle logs (default slog.Default()).
+	Logger *slog.Logger
+	// TLS is used for amqps URLs (cloned for every dial). Nil: built from
+	// the URL's query (see URLs) with TLS 1.2 as minimum version.
+	TLS *tls.Config
+	// DialTimeout bounds each connection attempt (DefaultDialTimeout).
+	DialTimeout time.Duration
+	// WriteTimeout bounds each socket write (DefaultWriteTimeout).
+	WriteTimeout time.Duration
+	// Heartbeat is the requested heartbeat interval (DefaultHeartbeat).
+	Heartbeat time.Duration
+	// PublishChannels is the size of the publishing channel pool
+	// (DefaultPublishChannels).
+	PublishChannels int
+	// MaxMessageSize is the largest Body Publish accepts
+	// (DefaultMaxMessageSize). Keep it at or below the server's
+	// max_message_size.
+	MaxMessageSize int
+	// AllowUnroutable publishes without the mandatory flag: a message no
+	// queue is bound for is then confirmed and dropped by the server, as
+	// AMQP does by default. By default Publish uses mandatory and fails
+	// such a message with broker.ErrUnroutable.
+	AllowUnroutable bool
+	// ReconnectInitial and ReconnectMax shape the exponential backoff
+	// (with jitter) between recovery rounds.
+	ReconnectInitial, ReconnectMax time.Duration
+	// SingleConnection makes publishing and consuming share one AMQP
+	// connection. By default subscriptions use a second connection, opened
+	// on the first Subscribe, so that a memory or disk alarm, which makes
+	// the server stop reading publishing connections, never stalls
+	// consumers' acknowledgements.
+	SingleConnection bool
+}
+
+// Option adjusts the Config built by OpenURL.
+type Option func(*Config)
+
+// WithName sets Config.Name.
+func WithName(name string) Option { return func(c *Config) { c.Name = name } }
+
+// WithLogger sets Config.Logger.
+func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }
+
+// WithTLS sets Config.TLS.
+func WithTLS(t *tls.Config) Option { return func(c *Config) { c.TLS = t } }
+
+// WithConfig applies f to the Config, for any other setting.
+func WithConfig(f func(*Config)) Option { return f }
+
+// endpoint is one host to connect to.
+type endpoint struct {
+	url      string // full URL with credentials: never log it
+	redacted string // amqp://user:***@host:port/vhost
+	uri      amqp.URI
+	tls      *tls.Config // amqps only
+}
+
+// resolved is a validated Config.
+type resolved struct {
+	Config
+	endpoints []endpoint
+	secrets   []string // passwords, to scrub from any text we emit
+}
+
+func (c Config) resolve() (*resolved, error) {
+	r := &resolved{Config: c}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+	if r.DialTimeout <= 0 {
+		r.DialTimeout = DefaultDialTimeout
+	}
+	if r.WriteTimeout <= 0 {
+		r.WriteTimeout = DefaultWriteTimeout
+	}
+	if r.Heartbeat <= 0 {
+		r.Heartbeat = DefaultHeartbeat
+	}
+	if r.PublishChannels <= 0 {
+		r.PublishChannels = DefaultPublishChannels
+	}
+	if r.MaxMessageSize <= 0 {
+		r.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if r.ReconnectInitial <= 0 {
+		r.ReconnectInitial = DefaultReconnectInitial
+	}
+	if r.ReconnectMax <= 0 {
+		r.ReconnectMax = DefaultReconnectMax
+	}
+	if r.ReconnectMax < r.ReconnectInitial {
+		r.ReconnectMax = r.ReconnectInitial
+	}
+	if len(c.URLs) == 0 {
+		return nil, fmt.Errorf("rabbit: %w: no URL given", broker.ErrInvalidOption)
+	}
+	for _, raw := range c.URLs {
+		eps, secret, err := splitHosts(raw)
+		if secret != "" {
+			r.secrets = append(r.secrets, secret)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, ep := range eps {
+			if ep.uri.Scheme == "amqps" {
+				t, err := r.tlsFor(ep.uri)
+				if err != nil {
+					return nil, fmt.Errorf("rabbit: %s: %w", ep.redacted, err)
+				}
+				ep.tls = t
+			}
+			r.endpoints = append(r.endpoints, ep)
+		}
+	}
+	return r, nil
+}
+
+// splitHosts parses one URL that may list several comma-separated hosts.
+// Errors never contain the password; the password is returned so callers
+// can scrub it from other text.
+func splitHosts(raw string) (eps []endpoint, secret string, err error) {
+	raw = strings.TrimSpace(raw)
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || (scheme != "amqp" && scheme != "amqps") {
+		return nil, "", fmt.Errorf("rabbit: %w: URL %q must start with amqp:// or amqps://",
+			broker.ErrInvalidOption, redactLoose(raw))
+	}
+	// authority ends at the first '/', '?' or '#'.
+	end := strings.IndexAny(rest, "/?#")
+	authority, tail := rest, ""
+	if end >= 0 {
+		authority, tail = rest[:end], rest[end:]
+	}
+	userinfo, hosts := "", authority
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		userinfo, hosts = authority[:at], authority[at+1:]
+	}
+	user, pass, hasPass := strings.Cut(userinfo, ":")
+	if hasPass {
+		if p, err := url.PathUnescape(pass); err == nil {
+			secret = p
+		} else {
+			secret = pass
+		}
+	}
+	redactedUser := user
+	if hasPass {
+		redactedUser += ":***"
+	}
+	if hosts == "" {
+		return nil, secret, fmt.Errorf("rabbit: %w: URL %s://%s@%s has no host",
+			broker.ErrInvalidOption, scheme, redactedUser, tail)
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		h = strings.TrimSpace(h)
+		red := scheme + "://"
+		if userinfo != "" {
+			red += redactedUser + "@"
+		}
+		red += h + tail
+		if h == "" {
+			return nil, secret, fmt.Errorf("rabbit: %w: URL %s has an empty host", broker.ErrInvalidOption, red)
+		}
+		full := scheme + "://"
+		if userinfo != "" {
+			full += userinfo + "@"
+		}
+		full += h + tail
+		uri, err := amqp.ParseURI(full)
+		if err != nil {
+			// ParseURI's error may quote the URL: report our own text.
+			return nil, secret, fmt.Errorf("rabbit: %w: malformed URL %s: %s", broker.ErrInvalidOption, red,
+				scrub(parseReason(err), secret, pass))
+		}
+		red = redactURI(uri)
+		if uri.Port < 1 || uri.Port > 65535 {
+			return nil, secret, fmt.Errorf("rabbit: %w: URL %s: port %d out of range", broker.ErrInvalidOption, red, uri.Port)
+		}
+		eps = append(eps, endpoint{url: full, redacted: red, uri: uri})
+	}
+	return eps, secret, nil
+}
+
+// redactURI renders uri as amqp://user:***@host:port/vhost.
+func redactURI(uri amqp.URI) string {
+	vhost := uri.Vhost
+	if vhost == "/" {
+		vhost = ""
+	}
+	return fmt.Sprintf("%s://%s:***@%s:%d/%s", uri.Scheme, uri.Username, uri.Host, uri.Port, url.PathEscape(vhost))
+}
+
+// redactLoose hides whatever sits between "://user:" and "@" in a string
+// that did not parse as a URL.
+func redactLoose(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		if at := strings.LastIndex(s, "@"); at >= 0 {
+			return "***@" + s[at+1:]
+		}
+		return s
+	}
+	rest := s[i+3:]
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return s
+	}
+	userinfo := rest[:at]
+	if user, _, ok := strings.Cut(userinfo, ":"); ok {
+		return s[:i+3] + user + ":***@" + rest[at+1:]
+	}
+	return s
+}
+
+// scrub replaces every secret in s.
+func scrub(s string, secrets ...string) string {
+	for _, sec := range secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, "***")
+		}
+	}
+	return s
+}
+
+// parseReason is amqp091's parse error without its long hint.
+func parseReason(err error) string {
+	s := firstLine(err.Error())
+	if i := strings.Index(s, " (if the username"); i > 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+// tlsFor returns the TLS config for an amqps endpoint: a clone of
+// Config.TLS, or one built from the URL's query. Files are read now, so a
+// bad path is reported by Open before anything is dialled.
+func (r *resolved) tlsFor(uri amqp.URI) (*tls.Config, error) {
+	var t *tls.Config
+	if r.TLS != nil {
+		t = r.TLS.Clone()
+	} else {
+		t = &tls.Config{MinVersion: tls.VersionTLS12}
+		if uri.CACertFile != "" {
+			pem, err := os.ReadFile(uri.CACertFile)
+			if err != nil {
+				return nil, fmt.Errorf("%w: cacertfile: %v", broker.ErrInvalidOption, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%w: cacertfile %s holds no PEM certificate", broker.ErrInvalidOption, uri.CACertFile)
+			}
+			t.RootCAs = pool
+		}
+		if uri.CertFile != "" || uri.KeyFile != "" {
+			cert, err := tls.LoadX509KeyPair(uri.CertFile, uri.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("%w: certfile/keyfile: %v", broker.ErrInvalidOption, err)
+			}
+			t.Certificates = []tls.Certificate{cert}
+		}
+		t.ServerName = uri.ServerName
+	}
+	if t.ServerName == "" {
+		t.ServerName = uri.Host
+	}
+	return t, nil
+}

@@ -1,0 +1,610 @@
+package rabbit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/brokertest"
+	"github.com/isobroker/broker/internal/rabbitnode"
+	"github.com/isobroker/broker/rabbit"
+)
+
+// ignoreToxiproxy leaves toxiproxy's own link goroutines, which wind down
+// after the proxy stops, out of the leak checks.
+var ignoreToxiproxy = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).read"),
+	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).write"),
+	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2/toxics.(*ToxicStub).Run"),
+}
+
+// faultProxy is an embedded toxiproxy between the client and a node.
+type faultProxy struct {
+	p   *toxiproxy.Proxy
+	url string
+}
+
+func newFaultProxy(t testing.TB, nodeURL string) *faultProxy {
+	t.Helper()
+	upstream := strings.TrimSuffix(strings.TrimPrefix(nodeURL, "amqp://guest:guest@"), "/")
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "rabbit", "127.0.0.1:0", upstream)
+	if err := p.Start(); err != nil {
+		t.Fatalf("start proxy: %v", err)
+	}
+	t.Cleanup(p.Stop)
+	return &faultProxy{p: p, url: "amqp://guest:guest@" + p.Listen + "/"}
+}
+
+// cut drops every connection through the proxy; down keeps new ones out
+// for that long.
+func (f *faultProxy) cut(t testing.TB, down time.Duration) {
+	t.Helper()
+	f.p.Stop()
+	time.Sleep(down)
+	if err := f.p.Start(); err != nil {
+		t.Fatalf("restart proxy: %v", err)
+	}
+}
+
+// stall makes the proxy swallow all data in both directions, keeping the
+// connections open.
+func (f *faultProxy) stall(t testing.TB) {
+	t.Helper()
+	for _, dir := range []string{"upstream", "downstream"} {
+		js := fmt.Sprintf(`{"name":"stall-%s","type":"timeout","stream":"%s","toxicity":1,"attributes":{"timeout":0}}`, dir, dir)
+		if _, err := f.p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			t.Fatalf("add toxic: %v", err)
+		}
+	}
+}
+
+// TestCutConnections: the proxy drops the connections 20 times while 10,000
+// messages are published with confirms and consumed. Every message Publish
+// confirmed is consumed at least once; duplicates are counted.
+func TestCutConnections(t *testing.T) {
+	url := shared.URL(t)
+	leakCheck(t, ignoreToxiproxy...)
+	total, cuts := 10000, 20
+	if testing.Short() {
+		total, cuts = 2000, 5
+	}
+	px := newFaultProxy(t, url)
+	logs := &logBuffer{}
+	b := open(t, px.url, rabbit.WithLogger(logs.logger()), rabbit.WithConfig(func(c *rabbit.Config) {
+		c.ReconnectInitial = 20 * time.Millisecond
+		c.ReconnectMax = 500 * time.Millisecond
+	}))
+	topic := brokertest.RandomName("cut")
+	ctx := ctxFor(t, 3*time.Minute)
+
+	var mu sync.Mutex
+	seen := make(map[string]int, total)
+	progress := make(chan struct{}, 1)
+	sub, err := b.Subscribe(ctx, topic, func(_ context.Context, d *broker.Delivery) error {
+		mu.Lock()
+		seen[d.ID]++
+		mu.Unlock()
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+		return nil
+	}, broker.Group("g"), broker.Concurrency(4), broker.Prefetch(200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close(context.Background())
+
+	states := b.WatchState(ctx)
+	var reconnects atomic.Int64
+	go func() {
+		for c := range states {
+			if c.To == broker.StateReconnecting {
+				reconnects.Add(1)
+			}
+		}
+	}()
+
+	const publishers = 8
+	var confirmed sync.Map
+	var nConfirmed, publishErrors atomic.Int64
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	begin := time.Now()
+	for range publishers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(total) {
+					return
+				}
+				m := &broker.Message{ID: fmt.Sprintf("m-%05d", i), Key: fmt.Sprint(i % 7), Body: []byte("payload")}
+				for {
+					pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+					err := b.Publish(pctx, topic, m)
+					cancel()
+					if err == nil {
+						confirmed.Store(m.ID, true)
+						nConfirmed.Add(1)
+						break
+					}
+					publishErrors.Add(1)
+					if !broker.IsRetryable(err) || ctx.Err() != nil {
+						t.Errorf("publish %s: %v", m.ID, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	cutDone := make(chan struct{})
+	go func() {
+		defer close(cutDone)
+		for i := range cuts {
+			// Spread the cuts over the publishing.
+			for nConfirmed.Load() < int64((i+1)*total/(cuts+2)) && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+			px.cut(t, time.Duration(rand.IntN(50))*time.Millisecond)
+		}
+	}()
+	wg.Wait()
+	<-cutDone
+	publishTime := time.Since(begin)
+
+	// Wait until every confirmed message was consumed.
+	missing := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []string
+		confirmed.Range(func(k, _ any) bool {
+			if seen[k.(string)] == 0 {
+				out = append(out, k.(string))
+			}
+			return true
+		})
+		return out
+	}
+	deadline := time.After(60 * time.Second)
+	for len(missing()) > 0 {
+		select {
+		case <-progress:
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			m := missing()
+			t.Fatalf("%d confirmed messages never consumed, e.g. %v", len(m), m[:min(10, len(m))])
+		}
+	}
+	mu.Lock()
+	dups, extra := 0, 0
+	for _, n := range seen {
+		if n > 1 {
+			dups++
+			extra += n - 1
+		}
+	}
+	distinct := len(seen)
+	mu.Unlock()
+	if int(nConfirmed.Load()) != total {
+		t.Errorf("confirmed %d of %d", nConfirmed.Load(), total)
+	}
+	t.Logf("%d messages confirmed in %v across %d connection cuts (%d state changes to reconnecting, %d publish errors retried by the caller)",
+		total, publishTime.Round(time.Millisecond), cuts, reconnects.Load(), publishErrors.Load())
+	t.Logf("consumed %d distinct, lost 0; %d messages delivered more than once (%d extra deliveries)", distinct, dups, extra)
+	if reconnects.Load() == 0 {
+		t.Errorf("no reconnect observed; the cuts did not bite")
+	}
+	if !strings.Contains(logs.String(), "reconnect") {
+		t.Errorf("no reconnect logged")
+	}
+}
+
+// TestStalledProxy: the proxy swallows everything while keeping the TCP
+// connection open. Publish returns by its deadline, and so does Close.
+func TestStalledProxy(t *testing.T) {
+	url := shared.URL(t)
+	leakCheck(t, ignoreToxiproxy...)
+	px := newFaultProxy(t, url)
+	ctx := ctxFor(t, 60*time.Second)
+	b, err := rabbit.OpenURL(ctx, px.url, rabbit.WithLogger(testLogger()), rabbit.WithName("stalled"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := brokertest.RandomName("stall")
+	got := make(chan struct{}, 10)
+	sub, err := b.Subscribe(ctx, topic, func(context.Context, *broker.Delivery) error { got <- struct{}{}; return nil }, broker.Group("g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, topic, &broker.Message{ID: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	px.stall(t)
+
+	check := func(what string, limit time.Duration, f func(ctx context.Context) error) error {
+		t.Helper()
+		c, cancel := context.WithTimeout(context.Background(), limit)
+		defer cancel()
+		begin := time.Now()
+		err := f(c)
+		took := time.Since(begin)
+		t.Logf("%s with a %v deadline: %v after %v", what, limit, err, took.Round(time.Millisecond))
+		if took > limit+time.Second {
+			t.Errorf("%s took %v with a %v deadline", what, took, limit)
+		}
+		return err
+	}
+	for i := range 3 {
+		err := check("Publish", 300*time.Millisecond, func(c context.Context) error {
+			return b.Publish(c, topic, &broker.Message{ID: fmt.Sprint("stalled-", i), Body: make([]byte, 64<<10)})
+		})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Publish on a stalled connection = %v, want DeadlineExceeded", err)
+		}
+	}
+	err = check("Subscribe", 300*time.Millisecond, func(c context.Context) error {
+		_, err := b.Subscribe(c, brokertest.RandomName("other"), func(context.Context, *broker.Delivery) error { return nil }, broker.Group("h"))
+		return err
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Subscribe on a stalled connection = %v, want DeadlineExceeded", err)
+	}
+	// The subscription's channel close cannot complete: Close returns by
+	// its deadline.
+	err = check("Subscription.Close", 300*time.Millisecond, sub.Close)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Subscription.Close = %v", err)
+	}
+	err = check("Close", time.Second, b.Close)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close = %v", err)
+	}
+	if b.State() != broker.StateClosed {
+		t.Errorf("state after Close = %v", b.State())
+	}
+}
+
+// TestStalledSubscribe: Subscribe on a stalled connection returns by its
+// deadline.
+func TestStalledSubscribe(t *testing.T) {
+	url := shared.URL(t)
+	leakCheck(t, ignoreToxiproxy...)
+	px := newFaultProxy(t, url)
+	b := open(t, px.url, rabbit.WithConfig(func(c *rabbit.Config) { c.SingleConnection = true }))
+	px.stall(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	_, err := b.Subscribe(ctx, "t", func(context.Context, *broker.Delivery) error { return nil })
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(begin) > 2*time.Second {
+		t.Errorf("Subscribe on a stalled connection = %v after %v", err, time.Since(begin))
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer ccancel()
+	begin = time.Now()
+	_ = b.Close(cctx)
+	if d := time.Since(begin); d > 2*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+
+	// Open against a proxy that is stalled from the start (the AMQP
+	// handshake never completes) returns by its deadline.
+	octx, ocancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer ocancel()
+	begin = time.Now()
+	_, err = rabbit.OpenURL(octx, px.url, rabbit.WithLogger(testLogger()))
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(begin) > 2*time.Second {
+		t.Errorf("Open through a stalled proxy = %v after %v", err, time.Since(begin))
+	}
+}
+
+// TestFailover: the broker is given two independent nodes; when the first
+// stops, publishing and consuming continue on the second.
+func TestFailover(t *testing.T) {
+	leakCheck(t)
+	var n1, n2 *rabbitnode.Node
+	var wg sync.WaitGroup
+	wg.Go(func() { n1 = rabbitnode.StartT(t, rabbitnode.Options{Name: "failover1"}) })
+	wg.Go(func() { n2 = rabbitnode.StartT(t, rabbitnode.Options{Name: "failover2"}) })
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	ctx := ctxFor(t, 2*time.Minute)
+	b, err := rabbit.Open(ctx, rabbit.Config{
+		URLs:             []string{n1.URL(), n2.URL()},
+		Name:             "failover",
+		Logger:           testLogger(),
+		ReconnectInitial: 50 * time.Millisecond,
+		ReconnectMax:     time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.Close(c)
+	}()
+	topic := brokertest.RandomName("fo")
+	got := make(chan string, 1000)
+	if _, err := b.Subscribe(ctx, topic, func(_ context.Context, d *broker.Delivery) error { got <- d.ID; return nil },
+		broker.Group("g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, topic, &broker.Message{ID: "on-node-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-got; id != "on-node-1" {
+		t.Fatalf("got %s", id)
+	}
+
+	stopped := time.Now()
+	if err := n1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Publish until it succeeds on node 2. ErrUnroutable is expected while
+	// the subscription has not yet declared its queue there.
+	var first time.Duration
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := b.Publish(pctx, topic, &broker.Message{ID: "on-node-2"})
+		cancel()
+		if err == nil {
+			first = time.Since(stopped)
+			break
+		}
+		if !errors.Is(err, broker.ErrUnroutable) {
+			t.Fatalf("publish after failover: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case id := <-got:
+		if id != "on-node-2" {
+			t.Errorf("got %s", id)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing consumed on node 2")
+	}
+	t.Logf("first confirmed publish on node 2 %v after node 1 was killed", first.Round(time.Millisecond))
+	if first > 10*time.Second {
+		t.Errorf("failover took %v", first)
+	}
+	if b.State() != broker.StateConnected {
+		t.Errorf("state = %v", b.State())
+	}
+	for i := range 50 {
+		if err := b.Publish(ctx, topic, &broker.Message{ID: fmt.Sprint("more-", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 50 {
+		select {
+		case <-got:
+		case <-time.After(20 * time.Second):
+			t.Fatal("consumption stalled on node 2")
+		}
+	}
+}
+
+// TestBlocked: a memory alarm on node A blocks the broker connected to A:
+// Publish returns by its deadline with ErrBlocked, Close is bounded, and a
+// broker on node B is unaffected throughout. Once the alarm clears, A
+// works again. The same node also checks the server's message size limit.
+func TestBlocked(t *testing.T) {
+	other := shared.URL(t)
+	leakCheck(t)
+	na := rabbitnode.StartT(t, rabbitnode.Options{Name: "blocked", Config: "max_message_size = 65536"})
+	ctx := ctxFor(t, 2*time.Minute)
+
+	a := open(t, na.URL(), rabbit.WithName("blocked-a"))
+	bb := open(t, other, rabbit.WithName("unaffected-b"))
+	topicA, topicB := brokertest.RandomName("a"), brokertest.RandomName("b")
+	gotA, gotB := make(chan string, 100), make(chan string, 100)
+	if _, err := a.Subscribe(ctx, topicA, func(_ context.Context, d *broker.Delivery) error { gotA <- d.ID; return nil }, broker.Group("g")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bb.Subscribe(ctx, topicB, func(_ context.Context, d *broker.Delivery) error { gotB <- d.ID; return nil }, broker.Group("g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Publish(ctx, topicA, &broker.Message{ID: "a-before"}); err != nil {
+		t.Fatal(err)
+	}
+	<-gotA
+
+	// The server's own size limit (64 KiB here) below the client's.
+	err := a.Publish(ctx, topicA, &broker.Message{ID: "huge", Body: make([]byte, 100<<10)})
+	t.Logf("publish over the server's max_message_size: %v", err)
+	if !errors.Is(err, broker.ErrMessageTooLarge) || broker.IsRetryable(err) {
+		t.Errorf("publish over the server limit = %v, want fatal ErrMessageTooLarge", err)
+	}
+	if err := a.Publish(ctx, topicA, &broker.Message{ID: "a-small"}); err != nil {
+		t.Fatalf("publish after the channel error: %v", err)
+	}
+	<-gotA
+
+	if _, err := na.Ctl(ctx, "set_vm_memory_high_watermark", "0.0000001"); err != nil {
+		t.Fatal(err)
+	}
+	cleared := false
+	defer func() {
+		if !cleared {
+			_, _ = na.Ctl(context.Background(), "set_vm_memory_high_watermark", "0.4")
+		}
+	}()
+	// The first publish after the alarm makes the server block the
+	// connection; every publish returns by its deadline with ErrBlocked
+	// (the very first may only see its deadline).
+	var blockedErr error
+	for i := range 5 {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		begin := time.Now()
+		err := a.Publish(pctx, topicA, &broker.Message{ID: fmt.Sprint("a-blocked-", i)})
+		took := time.Since(begin)
+		cancel()
+		if took > 1500*time.Millisecond {
+			t.Errorf("blocked publish took %v with a 500ms deadline", took)
+		}
+		if err == nil {
+			continue // confirmed before the alarm bit
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("blocked publish = %v, want DeadlineExceeded", err)
+		}
+		if errors.Is(err, broker.ErrBlocked) {
+			blockedErr = err
+			break
+		}
+	}
+	if blockedErr == nil {
+		t.Fatalf("no publish failed with ErrBlocked while the memory alarm was on")
+	}
+	t.Logf("blocked publish: %v", blockedErr)
+	if !broker.IsRetryable(blockedErr) || !strings.Contains(blockedErr.Error(), "blocked") {
+		t.Errorf("blocked error not retryable or unclear: %v", blockedErr)
+	}
+
+	// B, on another node, is unaffected.
+	for i := range 20 {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := bb.Publish(pctx, topicB, &broker.Message{ID: fmt.Sprint("b-", i)})
+		cancel()
+		if err != nil {
+			t.Fatalf("publish on the other node during the alarm: %v", err)
+		}
+	}
+	for range 20 {
+		select {
+		case <-gotB:
+		case <-time.After(10 * time.Second):
+			t.Fatal("consumption on the other node stalled during the alarm")
+		}
+	}
+
+	// A second broker on the blocked node closes by its deadline.
+	c := open(t, na.URL(), rabbit.WithName("blocked-c"))
+	pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_ = c.Publish(pctx, topicA, &broker.Message{ID: "c"})
+	cancel()
+	cctx, ccancel := context.WithTimeout(ctx, time.Second)
+	begin := time.Now()
+	err = c.Close(cctx)
+	ccancel()
+	t.Logf("Close of a blocked broker: %v after %v", err, time.Since(begin).Round(time.Millisecond))
+	if d := time.Since(begin); d > 2500*time.Millisecond {
+		t.Errorf("Close of a blocked broker took %v with a 1s deadline", d)
+	}
+
+	// Clearing the alarm unblocks A.
+	if _, err := na.Ctl(ctx, "set_vm_memory_high_watermark", "0.4"); err != nil {
+		t.Fatal(err)
+	}
+	cleared = true
+	pctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := a.Publish(pctx, topicA, &broker.Message{ID: "a-after"}); err != nil {
+		t.Fatalf("publish after the alarm cleared: %v", err)
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case id := <-gotA:
+			if id == "a-after" {
+				return
+			}
+		case <-deadline:
+			t.Fatal("a-after not consumed")
+		}
+	}
+}
+
+// TestNodeRestart: the node restarts under a live broker. A Publish issued
+// while it is down waits for recovery and succeeds; persistent messages in
+// a durable group queue survive the restart; the state goes through
+// reconnecting back to connected.
+func TestNodeRestart(t *testing.T) {
+	leakCheck(t)
+	n := rabbitnode.StartT(t, rabbitnode.Options{Name: "restart"})
+	ctx := ctxFor(t, 2*time.Minute)
+	b := open(t, n.URL(), rabbit.WithConfig(func(c *rabbit.Config) {
+		c.ReconnectInitial = 50 * time.Millisecond
+		c.ReconnectMax = 500 * time.Millisecond
+	}))
+	states := b.WatchState(ctx)
+	topic := brokertest.RandomName("restart")
+	got := make(chan *broker.Delivery, 10)
+	h := func(_ context.Context, d *broker.Delivery) error { got <- d; return nil }
+	sub, err := b.Subscribe(ctx, topic, h, broker.Group("g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, topic, &broker.Message{ID: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The group's queue outlives the subscription and keeps messages.
+	if err := b.Publish(ctx, topic, &broker.Message{ID: "kept"}); err != nil {
+		t.Fatal(err)
+	}
+
+	restarted := make(chan error, 1)
+	go func() { restarted <- n.Restart(ctx) }()
+	// Wait until the broker noticed, then publish while the node is down.
+	waitState(t, states, broker.StateReconnecting)
+	if err := b.Publish(ctx, topic, &broker.Message{ID: "during"}); err != nil {
+		t.Fatalf("publish across the restart: %v", err)
+	}
+	if err := <-restarted; err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, states, broker.StateConnected)
+
+	if _, err := b.Subscribe(ctx, topic, h, broker.Group("g")); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"kept": true, "during": true}
+	for len(want) > 0 {
+		select {
+		case d := <-got:
+			delete(want, d.ID)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("not delivered after the restart: %v", want)
+		}
+	}
+}
+
+func waitState(t *testing.T, ch <-chan broker.StateChange, want broker.State) {
+	t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				t.Fatalf("watch ended before state %v", want)
+			}
+			if c.To == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("state %v not reached", want)
+		}
+	}
+}

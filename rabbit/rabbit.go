@@ -1,0 +1,324 @@
+// Package rabbit is the RabbitMQ adapter of isobroker, on
+// github.com/rabbitmq/amqp091-go.
+//
+// Mapping: a topic is a durable exchange of type topic; Message.Key is the
+// routing key; a subscription group is a durable queue named
+// "<topic>.<group>" bound to the exchange with routing pattern "#" (see
+// BindingKeys and QueueName); members of a group compete for its
+// messages; a subscription without a group gets an exclusive, auto-delete,
+// server-named queue that lives as long as the subscription. Messages are
+// persistent. A handler's nil acks (basic.ack), an error nacks with
+// requeue, so the message is redelivered (Metadata.Redelivered is set).
+// RabbitMQ does not order per key once handlers run concurrently, and keeps
+// no history for new queues: Capabilities says so.
+//
+// Isolation: every Broker owns its connections (one for publishing, one
+// opened by the first Subscribe for consuming, unless
+// Config.SingleConnection), channels, confirm trackers and goroutines.
+// Two Brokers opened from the same URL share nothing but the process.
+//
+// Every call obeys its context, including the traps of amqp091-go: the
+// connection's writes have deadlines (Config.WriteTimeout), connection.blocked
+// is watched and turned into ErrBlocked by ctx, confirms are never awaited
+// without ctx, and every Notify* channel is always drained.
+//
+// Recovery: a supervisor per connection reconnects with exponential
+// backoff and jitter across every configured host, redeclares topology
+// and resumes subscriptions; see the recovery note in link.go for why
+// amqp091-go's own Config.Recovery is not used. Every lifecycle step is
+// logged through the instance's slog.Logger, and State / WatchState report
+// the transitions.
+package rabbit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/isobroker/broker"
+)
+
+// Broker is a RabbitMQ broker.Broker. Create it with Open or OpenURL; it is
+// safe for concurrent use.
+type Broker struct {
+	cfg   *resolved
+	log   *slog.Logger
+	state *broker.StateTracker
+
+	lifeCtx    context.Context // cancelled when Close tears down
+	lifeCancel context.CancelFunc
+	closing    chan struct{} // closed when Close starts
+	killed     chan struct{} // closed when Close tears the connections down
+	wg         sync.WaitGroup
+
+	pub *link
+
+	mu       sync.Mutex
+	closed   bool
+	sub      *link
+	subs     map[*subscription]struct{}
+	inflight int
+	idle     chan struct{} // closed when inflight drops to 0 during Close
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// Open connects to the first reachable server of cfg.URLs (each tried once,
+// in order, within ctx and Config.DialTimeout) and returns a Broker whose
+// supervisor keeps the connection up from then on. Configuration errors
+// (malformed URL, unreadable TLS files) wrap ErrInvalidOption and are
+// reported before anything is dialled; refused credentials wrap
+// ErrUnauthorized, an unknown vhost ErrNotFound, unreachable servers
+// ErrUnavailable. Errors and logs never contain the URL's password.
+func Open(ctx context.Context, cfg Config) (*Broker, error) {
+	r, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("rabbit: open: %w", err)
+	}
+	b := &Broker{
+		cfg:     r,
+		log:     r.Logger.With("broker", "rabbit", "name", r.Name),
+		state:   broker.NewStateTracker(broker.StateConnecting),
+		closing: make(chan struct{}),
+		killed:  make(chan struct{}),
+		subs:    make(map[*subscription]struct{}),
+	}
+	b.lifeCtx, b.lifeCancel = context.WithCancel(context.Background())
+	b.pub = newLink(b, rolePublish)
+	begin := time.Now()
+	s, err := b.pub.connectOnce(ctx)
+	if err != nil {
+		b.lifeCancel()
+		close(b.killed)
+		b.wg.Wait()
+		return nil, fmt.Errorf("rabbit: open: %w", err)
+	}
+	if r.SingleConnection {
+		b.sub = b.pub
+	}
+	b.pub.install(s)
+	b.pub.start(s)
+	b.log.Info("rabbit: broker open", "host", s.ep.redacted, "took", time.Since(begin).Round(time.Millisecond))
+	return b, nil
+}
+
+// OpenURL opens a Broker from one amqp:// or amqps:// URL, which may list
+// several comma-separated hosts, with opts applied to the Config. See Open.
+func OpenURL(ctx context.Context, rawURL string, opts ...Option) (*Broker, error) {
+	cfg := Config{URLs: []string{rawURL}}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	return Open(ctx, cfg)
+}
+
+// Opener opens a Broker from a URL for the registry's amqp:// and amqps://
+// schemes, logging through logger as instance name. It behaves as OpenURL.
+func Opener(ctx context.Context, rawURL string, logger *slog.Logger, name string) (broker.Broker, error) {
+	b, err := OpenURL(ctx, rawURL, WithLogger(logger), WithName(name))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// String names the instance and its hosts, with passwords redacted.
+func (b *Broker) String() string {
+	hosts := make([]string, len(b.cfg.endpoints))
+	for i, ep := range b.cfg.endpoints {
+		hosts[i] = ep.redacted
+	}
+	return fmt.Sprintf("rabbit.Broker(%q, %s)", b.cfg.Name, strings.Join(hosts, ", "))
+}
+
+// Capabilities: redelivery, competing consumers and persistence; no
+// per-key ordering (with Concurrency > 1 RabbitMQ hands one queue's
+// messages to handlers in parallel) and no replay. It never blocks.
+func (b *Broker) Capabilities() broker.Capabilities {
+	return broker.Capabilities{
+		Redelivery:         true,
+		CompetingConsumers: true,
+		PerKeyOrdering:     false,
+		Replay:             false,
+		Persistent:         true,
+		MaxMessageSize:     b.cfg.MaxMessageSize,
+	}
+}
+
+// State reports the connection state: connected while every open
+// connection of the instance is up, reconnecting while one recovers, closed
+// after Close. It never blocks.
+func (b *Broker) State() broker.State { return b.state.State() }
+
+// WatchState returns a channel receiving every later state change
+// (connected → reconnecting with the loss's error → connected, and finally
+// closed) until ctx ends or the broker closes; see broker.StateTracker. It
+// never blocks the broker.
+func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
+	return b.state.Watch(ctx)
+}
+
+func (b *Broker) isClosing() bool {
+	select {
+	case <-b.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// updateState recomputes the state from the links.
+func (b *Broker) updateState(cause error) {
+	if b.isClosing() {
+		return
+	}
+	up := b.pub.connected()
+	b.mu.Lock()
+	sub := b.sub
+	b.mu.Unlock()
+	if sub != nil && sub != b.pub && sub.everUp() && !sub.connected() {
+		up = false
+	}
+	if up {
+		if c, ok := b.state.Set(broker.StateConnected, nil); ok {
+			b.log.Info("rabbit: state", "from", c.From, "to", c.To)
+		}
+	} else if c, ok := b.state.Set(broker.StateReconnecting, cause); ok {
+		b.log.Warn("rabbit: state", "from", c.From, "to", c.To, "err", cause)
+	}
+}
+
+// enter registers an in-flight Publish; false after Close started.
+func (b *Broker) enter() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.inflight++
+	return true
+}
+
+func (b *Broker) leave() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.inflight--
+	if b.inflight == 0 && b.idle != nil {
+		close(b.idle)
+		b.idle = nil
+	}
+}
+
+// consumeLinkLocked returns the link subscriptions use, creating it (and
+// its supervisor, which dials) on first use. The caller holds b.mu and has
+// checked that the broker is not closed.
+func (b *Broker) consumeLinkLocked() *link {
+	if b.sub == nil {
+		b.sub = newLink(b, roleConsume)
+		b.sub.start(nil)
+	}
+	return b.sub
+}
+
+// Close stops accepting work at once (Publish and Subscribe return
+// ErrClosed from now on), stops deliveries, waits for running handlers and
+// in-flight publishes until ctx ends (then cancels the handlers' contexts),
+// and closes this instance's connections — bounded by ctx, or by
+// DefaultCloseTimeout when ctx has no deadline, even when the server is
+// unreachable, stalled or blocking. It returns nil after a clean drain, an
+// error wrapping ctx.Err() otherwise, and ErrClosed when called again. No
+// goroutine of the instance outlives it, except a handler that ignores its
+// cancelled context (its worker ends when it returns).
+func (b *Broker) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return fmt.Errorf("rabbit: close: %w", broker.ErrClosed)
+	}
+	b.closed = true
+	close(b.closing)
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	begin := time.Now()
+	b.state.Set(broker.StateClosed, nil)
+	b.log.Info("rabbit: closing", "subscriptions", len(subs))
+
+	var errs []error
+	for _, s := range subs {
+		s.stop(broker.ErrClosed)
+	}
+	for _, s := range subs {
+		if err := s.waitHandlers(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := b.waitPublishes(ctx); err != nil {
+		errs = append(errs, err)
+	}
+
+	// Tear down: stop the supervisors, then close the connections by the
+	// deadline whatever the server does.
+	dl := time.Now().Add(DefaultCloseTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	if ctx.Err() != nil {
+		dl = time.Now()
+	}
+	b.lifeCancel()
+	close(b.killed)
+	b.mu.Lock()
+	links := []*link{b.pub}
+	if b.sub != nil && b.sub != b.pub {
+		links = append(links, b.sub)
+	}
+	b.mu.Unlock()
+	for _, l := range links {
+		l.waitSupervisor()
+		if s := l.current(); s != nil {
+			s.kill(dl)
+		}
+	}
+	b.wg.Wait()
+	for _, s := range subs {
+		s.waitRunner(ctx)
+	}
+	if len(errs) > 0 {
+		err := errors.Join(errs...)
+		b.log.Warn("rabbit: closed before in-flight work finished", "took", time.Since(begin).Round(time.Millisecond), "err", err)
+		return fmt.Errorf("rabbit: close: %w", err)
+	}
+	b.log.Info("rabbit: closed", "took", time.Since(begin).Round(time.Millisecond))
+	return nil
+}
+
+// waitPublishes waits until no Publish is in flight or ctx ends.
+func (b *Broker) waitPublishes(ctx context.Context) error {
+	b.mu.Lock()
+	if b.inflight == 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	b.idle = ch
+	n := b.inflight
+	b.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%d publish call(s) still waiting for confirms: %w", n, ctx.Err())
+	}
+}
