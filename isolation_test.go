@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/brokertest"
+	"github.com/isobroker/broker/internal/rabbitnode"
 	"github.com/isobroker/broker/mem"
 )
 
@@ -34,11 +37,14 @@ func isolationBackends(t *testing.T) []isolationBackend {
 	t.Helper()
 	return []isolationBackend{
 		{
-			name:     "mem",
-			open:     func(ctx context.Context) (broker.Broker, error) { return mem.New() },
+			name: "mem",
+			open: func(ctx context.Context) (broker.Broker, error) {
+				return mem.New(mem.WithLogger(slog.New(slog.DiscardHandler)))
+			},
 			newTopic: func(testing.TB) string { return brokertest.RandomName("iso") },
 		},
 		eventhubsIsolationBackend(t),
+		rabbitIsolationBackend(t),
 	}
 }
 
@@ -50,7 +56,17 @@ const (
 	waitBound = 30 * time.Second
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sharedRabbit.Close() // the node outlives the tests that share it
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreAnyFunction(rabbitnode.WaitFunction)); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 func TestIsolation(t *testing.T) {
 	scenarios := []struct {

@@ -399,7 +399,12 @@ func (s *suite) testSubscribeContextEnds(t *testing.T) {
 	if err := sub.Err(); !errors.Is(err, context.Canceled) {
 		t.Errorf("Err after ctx cancel = %v, want context.Canceled", err)
 	}
+	// A second subscription keeps the topic routed (brokers may refuse
+	// unroutable messages); the ended one must receive nothing.
+	other := newCollector()
+	s.subscribe(t, b, topic, other.handle, broker.Group(RandomName("other")))
 	s.publish(t, b, topic, msg("after"))
+	s.take(t, other, 1)
 	select {
 	case d := <-c.ch:
 		t.Errorf("ended subscription delivered %q", d.ID)

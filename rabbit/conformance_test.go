@@ -9,20 +9,14 @@ import (
 	"github.com/isobroker/broker/rabbit"
 )
 
-// The conformance runs use the default Config except AllowUnroutable:
-// brokertest's SubscribeContextEnds publishes to a topic whose only
-// subscription has ended and requires success, while by default this
-// adapter publishes with mandatory and reports such a message as
-// ErrUnroutable (see TestUnroutable).
-func allowUnroutable(c *rabbit.Config) { c.AllowUnroutable = true }
-
+// The conformance runs use the default Config: mandatory publishes, so
+// an unroutable message would be an error (see TestUnroutable).
 func TestConformance(t *testing.T) {
 	url := shared.URL(t)
 	leakCheck(t)
 	brokertest.Run(t, brokertest.Harness{
 		Open: func(ctx context.Context) (broker.Broker, error) {
-			return rabbit.OpenURL(ctx, url, rabbit.WithLogger(testLogger()), rabbit.WithName("conformance"),
-				rabbit.WithConfig(allowUnroutable))
+			return rabbit.OpenURL(ctx, url, rabbit.WithLogger(testLogger()), rabbit.WithName("conformance"))
 		},
 	})
 }
@@ -36,7 +30,6 @@ func TestConformanceSingleConnection(t *testing.T) {
 	brokertest.Run(t, brokertest.Harness{
 		Open: func(ctx context.Context) (broker.Broker, error) {
 			return rabbit.OpenURL(ctx, url, rabbit.WithLogger(testLogger()), rabbit.WithName("conformance-single"),
-				rabbit.WithConfig(allowUnroutable),
 				rabbit.WithConfig(func(c *rabbit.Config) { c.SingleConnection = true }))
 		},
 	})

@@ -5,9 +5,13 @@
 // it knows a set of schemes, each with an Opener. New registers the
 // built-in schemes:
 //
-//	mem://[name][?capacity=N&max_message_size=N]   the in-memory broker
+//	mem://[name][?capacity=N&max_message_size=N]   the in-memory broker (package mem)
+//	amqp://user:pass@host[,host2][:port]/vhost     RabbitMQ (package rabbit)
+//	amqps://…?cacertfile=…&certfile=…&keyfile=…    RabbitMQ over TLS
+//	Endpoint=sb://ns/;SharedAccessKeyName=…;…      Event Hubs connection string (package eventhubs)
+//	eventhubs://keyName:key@host[:port]/hub[?emulator=true]   Event Hubs URL form
 //
-// and adapters' schemes are added with Register. Every Open creates a new,
+// and further schemes are added with Register. Every Open creates a new,
 // isolated Broker: opening the same URL twice gives two instances that
 // share nothing.
 package registry
@@ -81,6 +85,10 @@ func New(opts ...Option) *Registry {
 		r.logger = slog.Default()
 	}
 	r.openers["mem"] = openMem
+	r.openers["amqp"] = openRabbit
+	r.openers["amqps"] = openRabbit
+	r.openers[ConnectionStringScheme] = openEventHubs
+	r.openers["eventhubs"] = openEventHubs
 	return r
 }
 

@@ -129,12 +129,13 @@ func TestBadTargets(t *testing.T) {
 		{"", broker.ErrInvalidOption, "empty"},
 		{"not a url", broker.ErrInvalidOption, "neither a URL"},
 		{"kafka://broker:9092", registry.ErrUnknownScheme, `"kafka"`},
-		{"amqp://user:hunter2@rabbit:5672/", registry.ErrUnknownScheme, "amqp://user:***@rabbit"},
+		{"amqp://user:hunter2@rabbit:5672/%zz", broker.ErrInvalidOption, "amqp://user:***@rabbit"},
 		{"mem://x?bogus=1", broker.ErrInvalidOption, `"bogus"`},
 		{"mem://x?capacity=zero", broker.ErrInvalidOption, "capacity"},
 		{"mem://x/some/path", broker.ErrInvalidOption, "path"},
 		{"m em://x", broker.ErrInvalidOption, "scheme"},
-		{"Endpoint=sb://ns/;SharedAccessKeyName=k;SharedAccessKey=hunter2", registry.ErrUnknownScheme, "SharedAccessKey=***"},
+		{"Endpoint=sb://ns/;SharedAccessKeyName=k;SharedAccessKey=hunter2;Bogus", broker.ErrInvalidOption, "SharedAccessKey=***"},
+		{"eventhubs://k:hunter2@", broker.ErrInvalidOption, "eventhubs://k:***@"},
 	}
 	for _, c := range cases {
 		b, err := r.Open(context.Background(), c.target)
