@@ -146,6 +146,12 @@ func (pc *pubChannel) publish(b *batch) {
 			}
 			return
 		}
+		// Read the tag before taking pc.mu: amqp091 may hold the lock
+		// behind GetNextPublishSeqNo while it hands a confirm to the
+		// tracker (out-of-order acks), and the tracker needs pc.mu to
+		// take it. This goroutine is the channel's only publisher, so
+		// the tag cannot change before the publish below.
+		tag := pc.ch.GetNextPublishSeqNo()
 		pc.mu.Lock()
 		if pc.closed {
 			pc.mu.Unlock()
@@ -154,7 +160,7 @@ func (pc *pubChannel) publish(b *batch) {
 			}
 			return
 		}
-		pc.q = append(pc.q, entry{tag: pc.ch.GetNextPublishSeqNo(), b: b, i: i})
+		pc.q = append(pc.q, entry{tag: tag, b: b, i: i})
 		pc.mu.Unlock()
 		// The tracker resolves the entry: by confirm, or as lost when the
 		// channel closes (which a failed publish always leads to).
