@@ -10,9 +10,9 @@
 // the PartitionIDHeader header sends to one partition; broker.Group is the
 // consumer group (default "$Default"); broker.StartAt picks the start
 // position; broker.Prefetch is each receiver's link credit; OwnerLevel,
-// Partitions, OnOwnershipLost and MaxHandlerRetries are driver options
-// (broker.WithDriverOption). HubProperties and PartitionProperties read
-// $management.
+// Partitions, OnOwnershipLost, MaxHandlerRetries and Balanced are driver
+// options (broker.WithDriverOption). HubProperties and PartitionProperties
+// read $management.
 //
 // Ownership: every Broker owns one AMQP connection at a time (with its
 // $cbs and $management request links, one session per event link, the
@@ -39,6 +39,16 @@
 // wrapping broker.ErrOwnershipLost, never retried. Every lifecycle step
 // (dial, open, put-token, session, attach, close with its condition,
 // reconnect) is logged through log/slog with its duration.
+//
+// Load balancing: with the Balanced driver option a subscription is one
+// member of its consumer group that shares the hub's partitions with the
+// other members through a checkpoint.Store (in memory, or Azure Blob
+// Storage in the layout of the Azure SDK's blob checkpoint store, so that
+// members and the SDK's Processor can share one container). Members claim
+// partitions with optimistic concurrency, converge on an even spread, take
+// partitions over with epoch receivers, checkpoint what their handlers
+// acknowledged, and relinquish their partitions when they close.
+// BalancedSubscription.Owned reports the partitions a member holds.
 //
 // Errors wrap the broker sentinels and *Error, which carries the AMQP
 // condition; broker.IsRetryable classifies them.

@@ -147,16 +147,19 @@ func TestForcedFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close(context.Background())
+	defer sub.Close(ctxT(t, 30*time.Second))
 
-	const total, chunk = 5000, 50
+	// At most maxFaults faults (about 4 s of them), so that publishing
+	// always gets through on a loaded machine; run bounds the whole test.
+	const total, chunk, maxFaults = 5000, 50, 100
+	run := ctxT(t, 4*time.Minute)
 	stop := make(chan struct{})
 	var faults sync.WaitGroup
 	var injected [3]atomic.Int64
 	faults.Go(func() {
 		tick := time.NewTicker(40 * time.Millisecond)
 		defer tick.Stop()
-		for i := 0; ; i++ {
+		for i := 0; i < maxFaults; i++ {
 			select {
 			case <-stop:
 				return
@@ -181,6 +184,9 @@ func TestForcedFaults(t *testing.T) {
 			batch[j] = &broker.Message{ID: fmt.Sprintf("e-%d", i+j), Key: fmt.Sprintf("k%d", (i+j)%7), Body: []byte("payload")}
 		}
 		for {
+			if run.Err() != nil {
+				t.Fatalf("publish chunk %d: still failing when the test's time ran out", i/chunk)
+			}
 			err := p.Publish(ctxT(t, 20*time.Second), hub, batch...)
 			if err == nil {
 				break

@@ -91,8 +91,11 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if s.group == "" {
 		s.group = DefaultConsumerGroup
 	}
+	var bal *BalancedOption // load balancing (balance.go)
 	for _, o := range cfg.DriverOptions {
 		switch v := o.(type) {
+		case BalancedOption:
+			bal = &v
 		case OwnerLevel:
 			e := int64(v)
 			s.epoch = &e
@@ -119,6 +122,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
 	}
+	if bal != nil { // load-balanced member: balance.go
+		return b.subscribeBalanced(ctx, s, *bal)
+	}
 	if !b.enter() {
 		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
 	}
@@ -142,7 +148,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	s.init(ctx)
 	s.parts = make([]*partitionReceiver, len(ids))
 	for i, id := range ids {
-		s.parts[i] = &partitionReceiver{s: s, id: id, name: s.name + "-" + id}
+		s.parts[i] = &partitionReceiver{s: s, id: id, name: s.name + "-" + id, ctx: s.recvCtx}
 	}
 
 	// Resolve start positions and attach every partition, in parallel.
@@ -206,6 +212,7 @@ type subscription struct {
 	cancelHandlers context.CancelFunc
 	subscribeCtx   context.Context
 	stopCtxHook    func() bool
+	bal            *balancer // load balancer (balance.go), nil unless Balanced
 
 	sem      chan struct{} // handler calls running at once
 	stopOnce sync.Once
@@ -244,6 +251,10 @@ func (s *subscription) start() {
 	s.wg.Add(len(s.parts))
 	for _, p := range s.parts {
 		go p.run()
+	}
+	if s.bal != nil { // the balancer starts partitions as it claims them
+		s.wg.Add(1)
+		go s.bal.run()
 	}
 	go func() {
 		s.wg.Wait()
@@ -371,6 +382,15 @@ type partitionReceiver struct {
 	lastSeq int64
 	haveSeq bool
 
+	// ctx ends when this partition must stop: s.recvCtx, or (balanced)
+	// a child of it that the balancer cancels when it drops the partition.
+	ctx context.Context
+	// Balanced hooks (nil otherwise): acked is called after the handler
+	// is done with an event; handover replaces s.partitionEnded after
+	// amqp:link:stolen.
+	acked    func(m *broker.Message)
+	handover func(err error)
+
 	conn *amqpConn
 	sess *amqp.Session
 	rcv  *amqp.Receiver
@@ -491,7 +511,7 @@ func (p *partitionReceiver) run() {
 	defer p.closeLink()
 	failures := 0
 	for {
-		if s.isStopping() {
+		if p.stopped() {
 			return
 		}
 		if p.rcv == nil {
@@ -499,9 +519,9 @@ func (p *partitionReceiver) run() {
 				return
 			}
 		}
-		msg, err := p.rcv.Receive(s.recvCtx, nil)
+		msg, err := p.rcv.Receive(p.ctx, nil)
 		if err != nil {
-			if s.isStopping() {
+			if p.stopped() {
 				return
 			}
 			failures++
@@ -516,8 +536,14 @@ func (p *partitionReceiver) run() {
 			return
 		}
 		p.lastSeq, p.haveSeq = m.Metadata.SequenceNumber, true
+		if p.acked != nil {
+			p.acked(m)
+		}
 	}
 }
+
+// stopped reports that the partition (or the whole subscription) stops.
+func (p *partitionReceiver) stopped() bool { return p.ctx.Err() != nil }
 
 // onError classifies a receive error; false ends the partition.
 func (p *partitionReceiver) onError(err error) bool {
@@ -568,6 +594,10 @@ func (p *partitionReceiver) lost(err error) {
 			s.onLost(p.id, err)
 		}()
 	}
+	if p.handover != nil {
+		p.handover(err)
+		return
+	}
 	s.partitionEnded(err)
 }
 
@@ -578,18 +608,18 @@ func (p *partitionReceiver) reattach(failures int) bool {
 	b := s.b
 	for attempt := failures; ; attempt++ {
 		if attempt > 1 {
-			if !b.sleep(s.recvCtx, b.backoff(attempt-1)) {
+			if !b.sleep(p.ctx, b.backoff(attempt-1)) {
 				return false
 			}
 		}
-		c, err := b.getConn(s.recvCtx)
+		c, err := b.getConn(p.ctx)
 		if err == nil {
-			err = p.attach(s.recvCtx, c)
+			err = p.attach(p.ctx, c)
 		}
 		if err == nil {
 			return true
 		}
-		if s.isStopping() || b.isDead() {
+		if p.stopped() || b.isDead() {
 			return false
 		}
 		werr := wrapErr("attach", p.address(), err)
@@ -613,12 +643,12 @@ func (p *partitionReceiver) reattach(failures int) bool {
 func (p *partitionReceiver) handle(m *broker.Message) bool {
 	s := p.s
 	for attempt := 0; ; attempt++ {
-		if s.isStopping() {
+		if p.stopped() {
 			return false
 		}
 		select {
 		case s.sem <- struct{}{}:
-		case <-s.stopping:
+		case <-p.ctx.Done():
 			return false
 		}
 		err := s.call(m, attempt)
@@ -638,7 +668,7 @@ func (p *partitionReceiver) handle(m *broker.Message) bool {
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
-		case <-s.stopping:
+		case <-p.ctx.Done():
 			t.Stop()
 			return false
 		}

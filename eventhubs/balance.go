@@ -1,0 +1,969 @@
+package eventhubs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/eventhubs/checkpoint"
+)
+
+// Strategy selects how fast a load-balanced member claims partitions.
+type Strategy int
+
+const (
+	// StrategyBalanced claims at most one partition per update interval
+	// (like the Azure SDK's ProcessorStrategyBalanced): slower to converge,
+	// but with the least churn. It is the default.
+	StrategyBalanced Strategy = iota
+	// StrategyGreedy claims, in one interval, every partition it needs to
+	// reach its share: unowned and expired ones first, then partitions of
+	// members above their share.
+	StrategyGreedy
+)
+
+// String returns "balanced" or "greedy".
+func (s Strategy) String() string {
+	switch s {
+	case StrategyBalanced:
+		return "balanced"
+	case StrategyGreedy:
+		return "greedy"
+	}
+	return "strategy(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Defaults of BalanceOptions; those of the update interval and the
+// expiration are the Azure SDK Processor's.
+const (
+	// DefaultUpdateInterval is BalanceOptions.UpdateInterval's default.
+	DefaultUpdateInterval = 10 * time.Second
+	// DefaultOwnershipExpiration is BalanceOptions.OwnershipExpiration's
+	// default.
+	DefaultOwnershipExpiration = time.Minute
+	// DefaultCheckpointEvery is BalanceOptions.CheckpointEvery's default.
+	DefaultCheckpointEvery = 100
+	// DefaultCheckpointInterval is BalanceOptions.CheckpointInterval's
+	// default.
+	DefaultCheckpointInterval = 5 * time.Second
+	// DefaultStoreTimeout is BalanceOptions.StoreTimeout's default.
+	DefaultStoreTimeout = 10 * time.Second
+	// DefaultBalanceCloseTimeout is BalanceOptions.CloseTimeout's default.
+	DefaultBalanceCloseTimeout = 10 * time.Second
+)
+
+// BalanceOptions configures a load-balanced subscription (see Balanced).
+// The zero value is usable: every zero field takes its default.
+type BalanceOptions struct {
+	// OwnerID identifies this member in the ownership records (default: a
+	// random id). Members of one consumer group need distinct ids; a
+	// member restarted with its old id takes its own unexpired records
+	// back at once. It must be printable ASCII (checkpoint.ValidValue).
+	OwnerID string
+	// Namespace is the namespace name written to the store (default: the
+	// Broker's Config.Namespace). Members sharing a store with the Azure
+	// SDK's Processor must use the Processor's fully qualified namespace.
+	Namespace string
+	// Strategy is StrategyBalanced (default) or StrategyGreedy.
+	Strategy Strategy
+	// UpdateInterval is how often the member lists ownership, renews its
+	// claims and claims more partitions (default 10 s), with jitter in
+	// [0.8, 1.3) like the SDK.
+	UpdateInterval time.Duration
+	// OwnershipExpiration is how long a claim lasts without renewal
+	// (default 1 min); it must exceed UpdateInterval. After it, other
+	// members may claim the partition (and take its receiver over).
+	OwnershipExpiration time.Duration
+	// CheckpointEvery writes a partition's checkpoint after this many
+	// acknowledged events (default 100).
+	CheckpointEvery int
+	// CheckpointInterval writes the checkpoints of partitions with
+	// unwritten acknowledged events at least this often (default 5 s).
+	CheckpointInterval time.Duration
+	// StoreTimeout bounds one balancing round's or checkpoint flush's
+	// store calls (default 10 s).
+	StoreTimeout time.Duration
+	// CloseTimeout bounds the final checkpoints and the relinquishing of
+	// claims when the subscription ends (default 10 s; also cut short
+	// when the Close context ends).
+	CloseTimeout time.Duration
+}
+
+// BalancedOption is the driver option made by Balanced.
+type BalancedOption struct {
+	store checkpoint.Store
+	opts  BalanceOptions
+}
+
+// Balanced makes Subscribe join its consumer group (broker.Group) as one
+// load-balanced member that coordinates with the other members through
+// store, like the Azure SDK's Processor (and compatibly with it when both
+// use the blob store):
+//
+//	sub, err := b.Subscribe(ctx, hub, h, broker.Group(cg),
+//		broker.WithDriverOption(eventhubs.Balanced(store, eventhubs.BalanceOptions{})))
+//
+// Ownership: every UpdateInterval the member lists the group's ownership
+// records, renews its claims (optimistic concurrency on the ETag) and
+// claims more partitions until it holds its share: with P partitions and
+// N members (those holding an unexpired claim, plus itself) every member
+// ends up with ⌊P/N⌋ or ⌈P/N⌉. Claimable are partitions without a record,
+// with an expired or relinquished record, or held by a member above its
+// share (stealing). A claim opens an epoch receiver (owner level 0, or
+// the OwnerLevel driver option), so the new owner takes the partition
+// over at once.
+//
+// Hand-over: the previous owner's receiver is detached with
+// amqp:link:stolen. It logs that at info, lets that partition's handler
+// finish the event in hand, writes the partition's checkpoint, and drops
+// the claim locally: it never re-attaches at once (no steal war). Only if
+// the store still names it as the owner at its next update — the receiver
+// that took over was not backed by a claim, for example that of a member
+// attaching late for a claim it has lost since — does it take the
+// partition back; if that happens twice in a row, it leaves the partition
+// until its record expires. A member whose update finds the partition
+// claimed by another stops the partition the same way. Events the
+// receiver had prefetched before the takeover may still be handled until
+// the takeover is noticed (at the latest at the next update).
+//
+// Checkpoints: an event whose handler returned nil (or that
+// MaxHandlerRetries skipped) advances its partition's checkpoint (offset
+// and sequence number). Checkpoints are written every CheckpointEvery
+// events or CheckpointInterval, on hand-over and on Close. A new owner
+// starts after the partition's checkpoint, so a hand-over replays at most
+// the events acknowledged since the last write. Without a checkpoint it
+// starts at broker.StartAt's position; for the default "latest" the first
+// owner of a partition pins the position and writes it as the first
+// checkpoint (a partition that was empty, or already owned before without
+// a checkpoint, is read from the earliest event instead, so that nothing
+// is skipped).
+//
+// Close (of the subscription or the Broker) stops the receivers, waits
+// for the handlers, writes the final checkpoints and relinquishes the
+// claims, so that the other members take the partitions over at their
+// next update instead of after expiry.
+//
+// Store failures are logged at warn and retried every interval. The
+// member keeps reading the partitions it holds, also past the expiration
+// of its claims: if another member can reach the store and claims one of
+// them, its epoch receiver takes the partition over and this member lets
+// it go. A fatal store error (unauthorized, missing container) in the
+// first round fails Subscribe; a retryable one does not (the member
+// starts with no partitions and retries).
+//
+// Subscribe returns a *BalancedSubscription after the first round (its
+// claims made; receivers attach in the background). The Partitions driver
+// option cannot be combined with Balanced. Store must not be nil.
+func Balanced(store checkpoint.Store, opts BalanceOptions) BalancedOption {
+	return BalancedOption{store: store, opts: opts}
+}
+
+// resolve validates o and fills in defaults.
+func (o BalancedOption) resolve(b *Broker) (BalanceOptions, error) {
+	v := o.opts
+	bad := func(format string, args ...any) (BalanceOptions, error) {
+		return v, fmt.Errorf("%w: Balanced: "+format, append([]any{broker.ErrInvalidOption}, args...)...)
+	}
+	if o.store == nil {
+		return bad("the checkpoint store is nil")
+	}
+	if v.OwnerID == "" {
+		v.OwnerID = randomID()
+	}
+	if !checkpoint.ValidValue(v.OwnerID) {
+		return bad("owner id %q is not printable ASCII without surrounding spaces", v.OwnerID)
+	}
+	if v.Namespace == "" {
+		v.Namespace = b.cfg.Namespace
+	}
+	if v.Strategy != StrategyBalanced && v.Strategy != StrategyGreedy {
+		return bad("unknown strategy %d", int(v.Strategy))
+	}
+	for _, d := range []struct {
+		name string
+		p    *time.Duration
+		def  time.Duration
+	}{
+		{"UpdateInterval", &v.UpdateInterval, DefaultUpdateInterval},
+		{"OwnershipExpiration", &v.OwnershipExpiration, DefaultOwnershipExpiration},
+		{"CheckpointInterval", &v.CheckpointInterval, DefaultCheckpointInterval},
+		{"StoreTimeout", &v.StoreTimeout, DefaultStoreTimeout},
+		{"CloseTimeout", &v.CloseTimeout, DefaultBalanceCloseTimeout},
+	} {
+		if *d.p < 0 {
+			return bad("%s %v is negative", d.name, *d.p)
+		}
+		if *d.p == 0 {
+			*d.p = d.def
+		}
+	}
+	if v.OwnershipExpiration <= v.UpdateInterval {
+		return bad("OwnershipExpiration %v must exceed UpdateInterval %v", v.OwnershipExpiration, v.UpdateInterval)
+	}
+	if v.CheckpointEvery < 0 {
+		return bad("CheckpointEvery %d is negative", v.CheckpointEvery)
+	}
+	if v.CheckpointEvery == 0 {
+		v.CheckpointEvery = DefaultCheckpointEvery
+	}
+	return v, nil
+}
+
+// BalancedSubscription is the broker.Subscription that Subscribe returns
+// for a Balanced member. Type-assert to reach its extra methods:
+//
+//	owned := sub.(*eventhubs.BalancedSubscription).Owned()
+type BalancedSubscription struct {
+	s   *subscription
+	bal *balancer
+}
+
+var _ broker.Subscription = (*BalancedSubscription)(nil)
+
+// Close stops the receivers, waits for running handlers until ctx ends,
+// writes the final checkpoints and relinquishes this member's claims (see
+// Balanced; store calls are bounded by BalanceOptions.CloseTimeout and
+// ctx). It returns nil after a clean stop, an error wrapping ctx.Err() if
+// ctx ended first (the rest then finishes in the background, promptly),
+// and an error wrapping broker.ErrClosed when called again.
+func (bs *BalancedSubscription) Close(ctx context.Context) error { return bs.s.Close(ctx) }
+
+// Done is closed when the member has ended: receivers stopped, final
+// checkpoints written and claims relinquished (or given up on).
+func (bs *BalancedSubscription) Done() <-chan struct{} { return bs.s.Done() }
+
+// Err reports why the member ended: nil while it runs or after Close, the
+// Subscribe ctx's error, an error wrapping broker.ErrClosed when the
+// Broker closed, or a fatal error (from the service or, in the first
+// round, the store). Losing partitions to other members is not an error.
+func (bs *BalancedSubscription) Err() error { return bs.s.Err() }
+
+// OwnerID returns the id under which this member claims partitions.
+func (bs *BalancedSubscription) OwnerID() string { return bs.bal.o.OwnerID }
+
+// Owned returns the partitions this member holds now — claimed in the
+// store and not yet handed over — sorted (numerically where the ids are
+// numbers). A partition appears as soon as it is claimed, before its
+// receiver has attached. It never blocks on I/O; after the member has
+// ended it returns nil.
+func (bs *BalancedSubscription) Owned() []string {
+	bs.bal.mu.Lock()
+	defer bs.bal.mu.Unlock()
+	return slices.Clone(bs.bal.owned)
+}
+
+// subscribeBalanced is Subscribe for a Balanced member; s holds the
+// parsed options.
+func (b *Broker) subscribeBalanced(ctx context.Context, s *subscription, o BalancedOption) (broker.Subscription, error) {
+	fail := func(err error) (broker.Subscription, error) {
+		return nil, fmt.Errorf("eventhubs: subscribe to %q group %q: %w", s.hub, s.group, err)
+	}
+	opts, err := o.resolve(b)
+	if err != nil {
+		return fail(err)
+	}
+	if s.only != nil {
+		return fail(fmt.Errorf("%w: the Partitions driver option cannot be combined with Balanced", broker.ErrInvalidOption))
+	}
+	if err := checkpoint.ValidateGroup(opts.Namespace, s.hub, s.group); err != nil {
+		return fail(fmt.Errorf("Balanced: %w", err))
+	}
+	if s.epoch == nil {
+		zero := int64(0) // the SDK Processor's owner level
+		s.epoch = &zero
+	}
+	if !b.enter() {
+		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
+	}
+	defer b.leave()
+	b.noteHub(s.hub)
+	start := time.Now()
+	props, err := b.HubProperties(ctx, s.hub)
+	if err != nil {
+		return fail(err)
+	}
+	s.init(ctx)
+	bal := newBalancer(s, o.store, opts, props.PartitionIDs)
+	s.bal = bal
+
+	b.mu.Lock()
+	if b.isClosing() {
+		b.mu.Unlock()
+		s.abandon()
+		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	s.start()
+
+	select {
+	case <-bal.ready:
+	case <-ctx.Done(): // the subscription stops itself (its ctx ended)
+		return fail(ctx.Err())
+	}
+	if s.isStopping() { // a fatal error in the first round, or the Broker closing
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+		if err := s.Err(); err != nil {
+			return fail(err)
+		}
+		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
+	}
+	b.log.Info("subscribed (load-balanced)", "hub", s.hub, "group", s.group, "owner", opts.OwnerID,
+		"partitions", len(props.PartitionIDs), "owned", bal.ownedNow(), "strategy", opts.Strategy.String(),
+		"update_interval", opts.UpdateInterval, "expiration", opts.OwnershipExpiration,
+		"owner_level", epochString(s.epoch), "fallback_start", s.cfg.Start.String(), "elapsed", time.Since(start))
+	return &BalancedSubscription{s: s, bal: bal}, nil
+}
+
+// balancer runs one member's load balancing in one goroutine, which is
+// also the only one that talks to the store.
+type balancer struct {
+	s     *subscription
+	b     *Broker
+	store checkpoint.Store
+	o     BalanceOptions
+	ids   []string
+	log   *slog.Logger
+	cp    *checkpointer
+
+	ready     chan struct{} // closed after the first round
+	readyOnce sync.Once
+	exited    chan *heldPartition // partition goroutines report their end
+
+	// Owned by the balancer goroutine.
+	held    map[string]*heldPartition // partitions with a running goroutine
+	stolen  map[string]stealRecord    // partitions whose receiver was taken over
+	first   bool                      // the first round is running
+	rounds  int                       // rounds started, for logs
+	release []checkpoint.Ownership    // claims of ended partitions, relinquished at shutdown
+
+	mu    sync.Mutex
+	owned []string // claimed partitions, for Owned
+}
+
+// stealRecord notes when a partition's receiver was last taken over, and
+// how often in a row (takeovers less than an expiration apart).
+type stealRecord struct {
+	at    time.Time
+	times int
+}
+
+// heldPartition is a partition whose goroutine runs. claimed is false
+// once the balancer dropped it (its goroutine is stopping).
+type heldPartition struct {
+	id      string
+	own     checkpoint.Ownership // as last claimed (ETag)
+	claimed bool
+	cancel  context.CancelFunc
+	stolen  atomic.Bool // set by the partition goroutine on amqp:link:stolen
+}
+
+// ending reports that the partition is being given up: dropped by the
+// balancer, or taken over by another receiver.
+func (h *heldPartition) ending() bool { return !h.claimed || h.stolen.Load() }
+
+func newBalancer(s *subscription, store checkpoint.Store, o BalanceOptions, ids []string) *balancer {
+	log := s.b.log.With("hub", s.hub, "group", s.group, "owner", o.OwnerID)
+	return &balancer{
+		s: s, b: s.b, store: store, o: o,
+		ids:    slices.Clone(ids),
+		log:    log,
+		cp:     newCheckpointer(store, o.Namespace, s.hub, s.group, o.CheckpointEvery, log),
+		ready:  make(chan struct{}),
+		exited: make(chan *heldPartition, len(ids)),
+		held:   make(map[string]*heldPartition),
+		stolen: make(map[string]stealRecord),
+	}
+}
+
+// compareIDs orders partition ids numerically when both are numbers.
+func compareIDs(a, b string) int {
+	x, errA := strconv.Atoi(a)
+	y, errB := strconv.Atoi(b)
+	if errA == nil && errB == nil {
+		return cmp.Compare(x, y)
+	}
+	return cmp.Compare(a, b)
+}
+
+func (bl *balancer) ownedNow() []string {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	return slices.Clone(bl.owned)
+}
+
+// publishOwned refreshes the snapshot Owned returns.
+func (bl *balancer) publishOwned() {
+	var ids []string
+	for id, h := range bl.held {
+		if !h.ending() {
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, compareIDs)
+	bl.mu.Lock()
+	bl.owned = ids
+	bl.mu.Unlock()
+}
+
+// unlist removes id from the snapshot Owned returns; partition
+// goroutines call it when their receiver is taken over.
+func (bl *balancer) unlist(id string) {
+	bl.mu.Lock()
+	bl.owned = slices.DeleteFunc(slices.Clone(bl.owned), func(x string) bool { return x == id })
+	bl.mu.Unlock()
+}
+
+// jitter returns d × [0.8, 1.3).
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.5*rand.Float64()))
+}
+
+// run is the balancer goroutine: rounds, checkpoint flushes, partition
+// ends; at stop, the final checkpoints and the relinquishing.
+func (bl *balancer) run() {
+	s := bl.s
+	defer s.wg.Done()
+	bl.first = true
+	bl.round()
+	bl.first = false
+	bl.readyOnce.Do(func() { close(bl.ready) })
+
+	roundT := time.NewTimer(jitter(bl.o.UpdateInterval))
+	defer roundT.Stop()
+	cpT := time.NewTicker(bl.o.CheckpointInterval)
+	defer cpT.Stop()
+	for !s.isStopping() {
+		select {
+		case <-s.stopping:
+		case <-roundT.C:
+			bl.round()
+			roundT.Reset(jitter(bl.o.UpdateInterval))
+		case <-cpT.C:
+			bl.flush("interval")
+		case <-bl.cp.kick:
+			bl.flush("batch")
+		case h := <-bl.exited:
+			bl.ended(s.recvCtx, h)
+		}
+	}
+	bl.shutdown()
+}
+
+// opCtx bounds store calls during normal operation: StoreTimeout, and
+// the subscription's stop.
+func (bl *balancer) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(bl.s.recvCtx, bl.o.StoreTimeout)
+}
+
+func (bl *balancer) flush(why string) {
+	ctx, cancel := bl.opCtx()
+	defer cancel()
+	_ = bl.cp.flush(ctx, why, false) // failures are logged; retried next time
+}
+
+// storeFailed logs a failed store call; a fatal one in the first round
+// ends the subscription.
+func (bl *balancer) storeFailed(op string, err error) {
+	if bl.s.isStopping() {
+		return
+	}
+	if bl.first && !broker.IsRetryable(err) && !errors.Is(err, context.DeadlineExceeded) {
+		bl.log.Error("checkpoint store failed", "op", op, "err", err)
+		bl.s.stop(fmt.Errorf("eventhubs: load balancing: %s: %w", op, err))
+		return
+	}
+	bl.log.Warn("checkpoint store failed; keeping the partitions held, retrying next interval", "op", op, "err", err)
+}
+
+// claimKind says why a partition was claimable.
+type claimKind string
+
+const (
+	claimUnowned      claimKind = "unowned"
+	claimExpired      claimKind = "expired"
+	claimRelinquished claimKind = "relinquished"
+	claimOwnRecord    claimKind = "own record"
+	claimSteal        claimKind = "steal"
+)
+
+// candidate is a partition this member may claim.
+type candidate struct {
+	o      checkpoint.Ownership // the record as listed (ETag), or a new one
+	kind   claimKind
+	from   string // previous owner
+	record bool   // a record existed
+}
+
+// balancePlan is the outcome of one look at the ownership records.
+type balancePlan struct {
+	renew   []checkpoint.Ownership // our claims, with their current ETag
+	reclaim []candidate            // our records we do not hold: claimed with the renewals
+	claim   []candidate            // partitions to claim now
+	lost    map[string]string      // held partitions another member claimed: id → owner
+	owners  int                    // members counted (with us)
+	share   int                    // the most partitions we aim for now
+}
+
+// makePlan decides, from the listed records, which claims to renew and
+// which partitions to claim (the Azure SDK Processor's rules): with P
+// partitions and N owners, everyone's minimum is ⌊P/N⌋; an owner may keep
+// one more when P%N > 0 and we already have the minimum.
+func (bl *balancer) makePlan(list []checkpoint.Ownership, now time.Time) balancePlan {
+	me := bl.o.OwnerID
+	pl := balancePlan{lost: map[string]string{}}
+	known := make(map[string]bool, len(bl.ids))
+	for _, id := range bl.ids {
+		known[id] = true
+	}
+	seen := map[string]bool{}
+	byOwner := map[string][]checkpoint.Ownership{me: nil}
+	var free []candidate
+	for _, o := range list {
+		if !known[o.PartitionID] {
+			continue
+		}
+		seen[o.PartitionID] = true
+		h := bl.held[o.PartitionID]
+		expired := now.Sub(o.LastModified) > bl.o.OwnershipExpiration
+		switch {
+		case h != nil && h.ending():
+			// Dropped or stolen, its goroutine still ending: never ours to
+			// renew or claim now, but another member's if it says so.
+			if o.OwnerID != "" && o.OwnerID != me && !expired {
+				byOwner[o.OwnerID] = append(byOwner[o.OwnerID], o)
+			}
+		case h != nil:
+			if o.OwnerID != me {
+				pl.lost[o.PartitionID] = o.OwnerID
+				continue
+			}
+			o.OwnerID = me
+			pl.renew = append(pl.renew, o)
+			byOwner[me] = append(byOwner[me], o)
+		case o.OwnerID == "":
+			free = append(free, candidate{o: o, kind: claimRelinquished, record: true})
+		case expired:
+			free = append(free, candidate{o: o, kind: claimExpired, from: o.OwnerID, record: true})
+		case o.OwnerID == me:
+			// Ours in the store, but not held: an earlier run of this
+			// owner id, or a partition whose receiver was taken over by
+			// a receiver the store does not back (a member attaching
+			// late for a claim it has lost since). Take it back with the
+			// renewals — unless that already happened once and it was
+			// taken over again: then leave it until the record expires,
+			// rather than fight.
+			if st, ok := bl.stolen[o.PartitionID]; ok && st.times > 1 && now.Sub(st.at) < bl.o.OwnershipExpiration {
+				continue
+			}
+			pl.reclaim = append(pl.reclaim, candidate{o: o, kind: claimOwnRecord, record: true})
+			byOwner[me] = append(byOwner[me], o)
+		default:
+			byOwner[o.OwnerID] = append(byOwner[o.OwnerID], o)
+		}
+	}
+	for _, id := range bl.ids {
+		if seen[id] {
+			continue
+		}
+		o := checkpoint.Ownership{Namespace: bl.o.Namespace, EventHub: bl.s.hub, ConsumerGroup: bl.s.group, PartitionID: id}
+		if h := bl.held[id]; h != nil {
+			if !h.ending() { // our record vanished: recreate it
+				o.OwnerID = me
+				pl.renew = append(pl.renew, o)
+				byOwner[me] = append(byOwner[me], o)
+			}
+			continue
+		}
+		free = append(free, candidate{o: o, kind: claimUnowned})
+	}
+
+	p, n := len(bl.ids), len(byOwner)
+	mine := len(byOwner[me])
+	minShare := p / n
+	maxAllowed := minShare
+	if p%n > 0 && mine >= minShare {
+		maxAllowed++
+	}
+	pl.owners, pl.share = n, maxAllowed
+	want := maxAllowed - mine
+	if want <= 0 {
+		return pl
+	}
+	if bl.o.Strategy == StrategyBalanced {
+		want = 1
+	}
+	var above []candidate
+	for owner, recs := range byOwner {
+		if owner != me && len(recs) > maxAllowed {
+			for _, o := range recs {
+				if bl.held[o.PartitionID] != nil {
+					continue // ours, still ending: not claimable until its goroutine ended
+				}
+				above = append(above, candidate{o: o, kind: claimSteal, from: owner, record: true})
+			}
+		}
+	}
+	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+	rand.Shuffle(len(above), func(i, j int) { above[i], above[j] = above[j], above[i] })
+	for _, c := range append(free, above...) {
+		if len(pl.claim) == want {
+			break
+		}
+		c.o.OwnerID = me
+		pl.claim = append(pl.claim, c)
+	}
+	return pl
+}
+
+// round is one balancing step: list, renew, claim, start new partitions.
+//
+// A member keeps its partitions while the store fails, even past the
+// expiration of its claims: it cannot tell an outage everyone sees (no
+// one can claim them) from one of its own, and in the latter case the
+// member that claims an expired partition takes its receiver over with
+// its epoch, which stops this member's receiver at once.
+func (bl *balancer) round() {
+	ctx, cancel := bl.opCtx()
+	defer cancel()
+	defer bl.publishOwned()
+	bl.rounds++
+	now := time.Now()
+	list, err := bl.store.ListOwnership(ctx, bl.o.Namespace, bl.s.hub, bl.s.group)
+	if err != nil {
+		bl.storeFailed("list ownership", err)
+		return
+	}
+	pl := bl.makePlan(list, now)
+	for id, owner := range pl.lost {
+		bl.drop(bl.held[id], "claimed by another member", owner)
+	}
+	claims := slices.Clone(pl.renew)
+	pl.claim = append(pl.reclaim, pl.claim...)
+	for _, c := range pl.claim {
+		claims = append(claims, c.o)
+	}
+	if len(claims) == 0 {
+		return
+	}
+	won, err := bl.store.ClaimOwnership(ctx, claims)
+	got := make(map[string]checkpoint.Ownership, len(won))
+	for _, w := range won {
+		got[w.PartitionID] = w
+	}
+	renewed := 0
+	var raced []*heldPartition
+	for _, r := range pl.renew {
+		h := bl.held[r.PartitionID]
+		if w, ok := got[r.PartitionID]; ok {
+			h.own = w
+			renewed++
+		} else if err == nil {
+			raced = append(raced, h)
+		}
+	}
+	if renewed > 0 {
+		bl.log.Debug("ownership renewed", "partitions", renewed, "owners", pl.owners, "share", pl.share, "round", bl.rounds)
+	}
+	if err != nil {
+		bl.storeFailed("claim ownership", err)
+	}
+	if len(raced) > 0 {
+		bl.settleRaces(ctx, raced)
+	}
+	var newly []candidate
+	for _, c := range pl.claim {
+		if w, ok := got[c.o.PartitionID]; ok {
+			c.o = w
+			newly = append(newly, c)
+		} else if err == nil {
+			bl.log.Debug("claim lost a race", "partition", c.o.PartitionID, "kind", string(c.kind))
+		}
+	}
+	if len(newly) == 0 {
+		return
+	}
+	cps, err := bl.store.ListCheckpoints(ctx, bl.o.Namespace, bl.s.hub, bl.s.group)
+	if err != nil {
+		bl.storeFailed("list checkpoints", err)
+		bl.relinquish(ctx, newly, "checkpoints unreadable")
+		return
+	}
+	byID := make(map[string]checkpoint.Checkpoint, len(cps))
+	for _, cp := range cps {
+		byID[cp.PartitionID] = cp
+	}
+	var failed []candidate
+	for _, c := range newly {
+		var cp *checkpoint.Checkpoint
+		if v, ok := byID[c.o.PartitionID]; ok {
+			cp = &v
+		}
+		if err := bl.startPartition(ctx, c, cp); err != nil {
+			bl.log.Warn("cannot start claimed partition; relinquishing it", "partition", c.o.PartitionID, "err", err)
+			failed = append(failed, c)
+		}
+	}
+	if len(failed) > 0 {
+		bl.relinquish(ctx, failed, "start failed")
+	}
+}
+
+// settleRaces decides about held partitions whose renewal lost a race (the
+// record's ETag changed since it was listed): it lists again, keeps those
+// whose record still names this member (a write of its own, such as an
+// earlier renewal whose reply was lost, changed the ETag) and drops the
+// others. When the store cannot tell, it drops them all: holding on could
+// make two members believe they own a partition.
+func (bl *balancer) settleRaces(ctx context.Context, raced []*heldPartition) {
+	list, err := bl.store.ListOwnership(ctx, bl.o.Namespace, bl.s.hub, bl.s.group)
+	if err != nil {
+		for _, h := range raced {
+			bl.drop(h, "renewal lost a race and the store cannot tell the owner", "")
+		}
+		bl.storeFailed("list ownership", err)
+		return
+	}
+	owner := make(map[string]checkpoint.Ownership, len(list))
+	for _, o := range list {
+		owner[o.PartitionID] = o
+	}
+	for _, h := range raced {
+		o, ok := owner[h.id]
+		if ok && o.OwnerID == bl.o.OwnerID {
+			h.own = o
+			bl.log.Debug("renewal lost a race, but the record still names this member; keeping the partition", "partition", h.id)
+			continue
+		}
+		bl.drop(h, "renewal lost a race", o.OwnerID)
+	}
+}
+
+// relinquish gives up fresh claims that could not be started.
+func (bl *balancer) relinquish(ctx context.Context, cs []candidate, why string) {
+	rel := make([]checkpoint.Ownership, len(cs))
+	for i, c := range cs {
+		rel[i] = c.o
+		rel[i].OwnerID = ""
+	}
+	if _, err := bl.store.ClaimOwnership(ctx, rel); err != nil {
+		bl.log.Warn("relinquishing failed; the claims will expire", "reason", why, "err", err)
+	}
+}
+
+// startSelector resolves where a newly claimed partition starts.
+func (bl *balancer) startSelector(ctx context.Context, c candidate, cp *checkpoint.Checkpoint) (sel, from string, err error) {
+	if cp != nil {
+		return seqSelector(cp.SequenceNumber, false), "checkpoint", nil
+	}
+	const earliest = "amqp.annotation.x-opt-offset > '-1'"
+	pos := bl.s.cfg.Start
+	switch pos.Kind {
+	case broker.StartEarliest:
+		return earliest, "earliest", nil
+	case broker.StartOffset:
+		return fmt.Sprintf("amqp.annotation.x-opt-offset %s '%s'", op(pos.Inclusive), pos.Offset), "offset", nil
+	case broker.StartSequence:
+		return seqSelector(pos.Sequence, pos.Inclusive), "sequence", nil
+	case broker.StartTime:
+		return fmt.Sprintf("amqp.annotation.x-opt-enqueued-time >= '%d'", pos.Time.UnixMilli()), "time", nil
+	}
+	// Latest: pin it and make it the first checkpoint, so a later owner
+	// starts there too; if the partition was empty or owned before (by
+	// someone who wrote no checkpoint), read everything instead.
+	if c.record {
+		return earliest, "earliest (owned before, no checkpoint)", nil
+	}
+	pp, err := bl.b.PartitionProperties(ctx, bl.s.hub, c.o.PartitionID)
+	if err != nil {
+		return "", "", err
+	}
+	if pp.IsEmpty || pp.LastEnqueuedSequenceNumber < 0 || pp.LastEnqueuedOffset == "" {
+		return earliest, "earliest (empty partition)", nil
+	}
+	first := checkpoint.Checkpoint{Namespace: bl.o.Namespace, EventHub: bl.s.hub, ConsumerGroup: bl.s.group,
+		PartitionID: c.o.PartitionID, Offset: pp.LastEnqueuedOffset, SequenceNumber: pp.LastEnqueuedSequenceNumber}
+	if err := bl.store.SetCheckpoint(ctx, first); err != nil {
+		return "", "", err
+	}
+	bl.log.Info("checkpoint written", "partition", first.PartitionID, "sequence", first.SequenceNumber,
+		"offset", first.Offset, "reason", "latest pinned")
+	return seqSelector(pp.LastEnqueuedSequenceNumber, false), "latest", nil
+}
+
+// startPartition starts the goroutine of a partition just claimed.
+func (bl *balancer) startPartition(ctx context.Context, c candidate, cp *checkpoint.Checkpoint) error {
+	s := bl.s
+	id := c.o.PartitionID
+	sel, from, err := bl.startSelector(ctx, c, cp)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithCancel(s.recvCtx)
+	h := &heldPartition{id: id, own: c.o, claimed: true, cancel: cancel}
+	p := &partitionReceiver{s: s, id: id, name: s.name + "-" + id, ctx: pctx, start: sel}
+	p.acked = func(m *broker.Message) { bl.cp.ack(id, m.Metadata.SequenceNumber, m.Metadata.Offset) }
+	p.handover = func(error) {
+		h.stolen.Store(true)
+		bl.unlist(id) // Owned stops reporting it at once
+	}
+	bl.cp.track(id)
+	bl.held[id] = h
+	msg := "partition claimed"
+	if c.kind == claimSteal {
+		msg = "partition stolen from a member above its share"
+	}
+	bl.log.Info(msg, "partition", id, "kind", string(c.kind), "previous_owner", c.from, "start", from, "selector", sel)
+	s.wg.Add(1)
+	go func() {
+		p.run()
+		bl.exited <- h // buffered for every partition: never blocks
+	}()
+	return nil
+}
+
+// drop stops a held partition this member no longer owns; its goroutine
+// finishes the event in hand and ends (see ended).
+func (bl *balancer) drop(h *heldPartition, why, owner string) {
+	if h == nil || !h.claimed {
+		return
+	}
+	h.claimed = false
+	h.cancel()
+	bl.log.Info("partition handed over", "partition", h.id, "reason", why, "new_owner", owner)
+}
+
+// ended handles a partition goroutine's end: after a steal, a drop or the
+// subscription's stop, it writes the partition's checkpoint.
+func (bl *balancer) ended(ctx context.Context, h *heldPartition) {
+	delete(bl.held, h.id)
+	h.cancel()
+	if h.stolen.Load() {
+		st := bl.stolen[h.id]
+		if time.Since(st.at) >= bl.o.OwnershipExpiration {
+			st.times = 0
+		}
+		st.at, st.times = time.Now(), st.times+1
+		bl.stolen[h.id] = st
+		if h.claimed {
+			h.claimed = false
+			bl.log.Info("partition handed over", "partition", h.id,
+				"reason", "receiver taken over by another member (amqp:link:stolen)")
+		}
+	}
+	why := "close"
+	if !h.claimed {
+		why = "hand-over"
+	}
+	fctx, cancel := context.WithTimeout(ctx, bl.o.StoreTimeout)
+	defer cancel()
+	_ = bl.cp.flush(fctx, why, !h.claimed, h.id) // failures are logged
+	bl.cp.untrack(h.id)
+	if h.claimed {
+		// Stopped with the subscription (or ended on its own, which also
+		// stops it): relinquished by shutdown. Otherwise the next round
+		// finds our record and claims the partition again.
+		bl.release = append(bl.release, h.own)
+	}
+	bl.publishOwned()
+}
+
+// shutdown ends the member: it waits for the partitions (their handlers
+// finish the event in hand), writes their checkpoints and relinquishes
+// the claims, bounded by CloseTimeout and by the Close context (which
+// cancels the handlers' context when it ends).
+func (bl *balancer) shutdown() {
+	defer bl.readyOnce.Do(func() { close(bl.ready) })
+	ctx, cancel := context.WithTimeout(context.Background(), bl.o.CloseTimeout)
+	defer cancel()
+	if bl.s.handlerCtx.Err() == nil {
+		stop := context.AfterFunc(bl.s.handlerCtx, cancel)
+		defer stop()
+	}
+	for _, h := range bl.held {
+		h.cancel()
+	}
+	for len(bl.held) > 0 {
+		bl.ended(ctx, <-bl.exited)
+	}
+	var rel []checkpoint.Ownership
+	for _, o := range bl.release {
+		if o.ETag != "" {
+			o.OwnerID = ""
+			rel = append(rel, o)
+		}
+	}
+	bl.release = nil
+	bl.mu.Lock()
+	bl.owned = nil
+	bl.mu.Unlock()
+	ids, lost, err := bl.relinquishAll(ctx, rel)
+	if err != nil {
+		bl.log.Warn("relinquishing failed; the other members take over after expiry", "relinquished", ids, "err", err)
+		return
+	}
+	if len(ids) > 0 || lost > 0 {
+		bl.log.Info("ownership relinquished", "partitions", ids, "lost_races", lost)
+	}
+}
+
+// relinquishAll relinquishes the claims rel (OwnerID already "") and then
+// every other record that still names this member: a claim or renewal
+// cut short by the stop may have succeeded without its reply (so that
+// this member does not know it, or knows an outdated ETag). It returns
+// the partitions relinquished, sorted, and how many claims of rel were
+// lost to other members.
+func (bl *balancer) relinquishAll(ctx context.Context, rel []checkpoint.Ownership) ([]string, int, error) {
+	var ids []string
+	note := func(won []checkpoint.Ownership) {
+		for _, w := range won {
+			ids = append(ids, w.PartitionID)
+		}
+		slices.SortFunc(ids, compareIDs)
+	}
+	if len(rel) > 0 {
+		won, err := bl.store.ClaimOwnership(ctx, rel)
+		note(won)
+		if err != nil {
+			return ids, 0, err
+		}
+	}
+	list, err := bl.store.ListOwnership(ctx, bl.o.Namespace, bl.s.hub, bl.s.group)
+	if err != nil {
+		return ids, 0, err
+	}
+	var again []checkpoint.Ownership
+	for _, o := range list {
+		if o.OwnerID == bl.o.OwnerID && !slices.Contains(ids, o.PartitionID) {
+			o.OwnerID = ""
+			again = append(again, o)
+		}
+	}
+	if len(again) > 0 {
+		won, err := bl.store.ClaimOwnership(ctx, again)
+		note(won)
+		if err != nil {
+			return ids, 0, err
+		}
+	}
+	lost := 0
+	for _, r := range rel {
+		if !slices.Contains(ids, r.PartitionID) {
+			lost++
+		}
+	}
+	return ids, lost, nil
+}
