@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func backends(t *testing.T) []backend {
 			// one group at once. A group of plain Event Hubs readers
 			// does not compete (each reads everything), so the
 			// emulator's limit is raised for this row only.
-			emu = startEmulator(t, quiet, 64)
+			emu = startEmulator(t, testLogger(t), 64)
 		}
 		return emu
 	}
@@ -227,4 +228,17 @@ func newPubSub(t *testing.T, b broker.Broker, group string, opts []broker.Subscr
 		t.Fatal(err)
 	}
 	return pub, sub
+}
+
+// testLogger logs at info level into t's log, which go test shows only
+// when t fails (or with -v).
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }

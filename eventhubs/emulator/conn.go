@@ -102,6 +102,9 @@ type session struct {
 	handleMax            uint32
 	links                map[uint32]*link
 	ending               bool // the server sent end
+	// staleEnd: this session replaced one the server had ended, whose
+	// answering end is still on its way (see onBegin).
+	staleEnd bool
 }
 
 // claim is a token accepted on $cbs.
@@ -556,6 +559,10 @@ func (c *conn) handleFrame(f amqp10.Frame) {
 		}
 		return
 	}
+	if _, ok := f.Body.(*amqp10.End); ok && s.staleEnd {
+		s.staleEnd = false // the answer to the replaced session's end
+		return
+	}
 	switch b := f.Body.(type) {
 	case *amqp10.Attach:
 		c.onAttach(s, b)
@@ -582,11 +589,24 @@ func (c *conn) onBegin(ch uint16, b *amqp10.Begin) {
 		c.closeWith(CondFramingError, fmt.Sprintf("channel %d exceeds channel-max %d", ch, channelMax))
 		return
 	}
-	if _, ok := c.sessions[ch]; ok {
-		c.closeWith(CondNotAllowed, fmt.Sprintf("channel %d already has a session", ch))
-		return
+	staleEnd := false
+	if old, ok := c.sessions[ch]; ok {
+		if !old.ending {
+			c.closeWith(CondNotAllowed, fmt.Sprintf("channel %d already has a session", ch))
+			return
+		}
+		// The server ended the session on ch and awaits the peer's end,
+		// but the peer began a new one there first. go-amqp frees a
+		// channel as soon as it reads the server's end, before its
+		// session answers it, so a new session can take the channel
+		// ahead of that answer. Take it as the old session's end and
+		// drop the answer when it comes.
+		c.log.Info("session begun on a channel whose end is not yet answered", "channel", ch)
+		delete(c.sessions, ch)
+		staleEnd = true
 	}
 	s := &session{
+		staleEnd:             staleEnd,
 		ch:                   ch,
 		nextIncomingID:       b.NextOutgoingID,
 		incomingWindow:       sessionWindow,

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -597,5 +598,53 @@ func TestTokenValidator(t *testing.T) {
 	}
 	if _, err := session(t, c).NewSender(ctxT(t, 5*time.Second), "hub", nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A peer may begin a session on a channel whose server-sent end it has
+// not answered yet (go-amqp frees the channel on reading the end, before
+// its session answers): the new session works, and the late answer does
+// not end it.
+func TestBeginBeforeAnsweringEnd(t *testing.T) {
+	e, _ := startEmulator(t, emulator.Config{Hubs: []emulator.HubConfig{{Name: "hub", Partitions: 1}}})
+	r := rawDial(t, e)
+	r.open("PLAIN", []byte("\x00"+e.KeyName()+"\x00"+e.Key()), 0)
+	begin := func() {
+		r.send(amqp10.FrameAMQP, 1, &amqp10.Begin{NextOutgoingID: 0, IncomingWindow: 100, OutgoingWindow: 100, HandleMax: 10}, nil)
+		if b, ok := r.next().Body.(*amqp10.Begin); !ok || b.RemoteChannel == nil || *b.RemoteChannel != 1 {
+			t.Fatalf("begin reply %+v", b)
+		}
+	}
+	attach := func(handle uint32) *amqp10.Attach {
+		r.send(amqp10.FrameAMQP, 1, &amqp10.Attach{Name: fmt.Sprintf("s%d", handle), Handle: handle, Role: amqp10.RoleSender,
+			Source: &amqp10.Source{Address: "me"}, Target: &amqp10.Target{Address: "hub"}, InitialDeliveryCount: amqp10.Ptr(uint32(0))}, nil)
+		for {
+			switch b := r.next().Body.(type) {
+			case *amqp10.Attach:
+				return b
+			case *amqp10.Flow:
+			default:
+				t.Fatalf("attach %d answered with %T %+v", handle, b, b)
+			}
+		}
+	}
+	begin()
+	// A handle above handle-max makes the server end the session.
+	r.send(amqp10.FrameAMQP, 1, &amqp10.Attach{Name: "bad", Handle: 99, Role: amqp10.RoleSender,
+		Source: &amqp10.Source{Address: "me"}, Target: &amqp10.Target{Address: "hub"}}, nil)
+	if end, ok := r.next().Body.(*amqp10.End); !ok || end.Error == nil {
+		t.Fatalf("want an end with an error, got %+v", end)
+	}
+	begin()                                                           // before answering the end
+	r.send(amqp10.FrameAMQP, 1, &amqp10.End{}, nil)                   // the late answer
+	if a := attach(0); a.Target == nil || a.Target.Address != "hub" { // the new session still works
+		t.Fatalf("attach on the new session: %+v", a)
+	}
+	// Ending the new session for real still works.
+	r.send(amqp10.FrameAMQP, 1, &amqp10.End{}, nil)
+	for {
+		if _, ok := r.next().Body.(*amqp10.End); ok {
+			break
+		}
 	}
 }
