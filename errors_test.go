@@ -47,8 +47,11 @@ func TestSubscribeConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Group != "g" || c.Concurrency != 4 || c.Prefetch != 16 || c.Start.Kind != broker.StartLatest {
+	if c.Group != "g" || c.Concurrency != 4 || c.Prefetch != 0 || c.PrefetchOr(16) != 16 || c.Start.Kind != broker.StartLatest {
 		t.Errorf("config = %+v", c)
+	}
+	if c, _ := broker.NewSubscribeConfig(broker.Prefetch(5)); c.PrefetchOr(16) != 5 {
+		t.Errorf("PrefetchOr ignored Prefetch(5): %d", c.PrefetchOr(16))
 	}
 	bad := []broker.SubscribeOption{
 		broker.Concurrency(0), broker.Prefetch(-1),

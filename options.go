@@ -18,7 +18,8 @@ type SubscribeConfig struct {
 	// (default 1).
 	Concurrency int
 	// Prefetch bounds how many messages the broker hands out before they
-	// are acknowledged (default 2 × Concurrency, at least 16).
+	// are acknowledged. Zero (the default) leaves it to the adapter, which
+	// documents its default; see PrefetchOr.
 	Prefetch int
 	// Start is where a new group starts reading, where the broker retains
 	// history (default StartLatest).
@@ -59,6 +60,15 @@ func WithDriverOption(v any) SubscribeOption {
 	return func(c *SubscribeConfig) { c.DriverOptions = append(c.DriverOptions, v) }
 }
 
+// PrefetchOr returns c.Prefetch, or def when the subscriber left it at
+// zero (the adapter's default).
+func (c SubscribeConfig) PrefetchOr(def int) int {
+	if c.Prefetch == 0 {
+		return def
+	}
+	return c.Prefetch
+}
+
 // NewSubscribeConfig applies opts over the defaults and validates the
 // result. The error wraps ErrInvalidOption and names the bad option.
 func NewSubscribeConfig(opts ...SubscribeOption) (SubscribeConfig, error) {
@@ -73,9 +83,6 @@ func NewSubscribeConfig(opts ...SubscribeOption) (SubscribeConfig, error) {
 	}
 	if c.Prefetch < 0 {
 		return c, fmt.Errorf("%w: prefetch %d, want >= 1", ErrInvalidOption, c.Prefetch)
-	}
-	if c.Prefetch == 0 {
-		c.Prefetch = max(2*c.Concurrency, 16)
 	}
 	if err := c.Start.validate(); err != nil {
 		return c, err

@@ -20,6 +20,10 @@ const (
 	// DefaultConsumerGroup is the consumer group of a Subscribe without
 	// broker.Group.
 	DefaultConsumerGroup = "$Default"
+	// DefaultPrefetch is each partition receiver's link credit when
+	// Subscribe has no broker.Prefetch: the Azure SDK's default, which
+	// keeps a partition streaming without a round trip per event.
+	DefaultPrefetch = 300
 	// DefaultMaxMessageSize is the link max-message-size assumed before the
 	// first sender link reports the real one (the Standard tier's 1 MiB).
 	DefaultMaxMessageSize = 1 << 20

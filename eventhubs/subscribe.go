@@ -55,7 +55,7 @@ const (
 // the group must exist) and hands the events to h: in order within a
 // partition, one at a time per partition, and up to
 // broker.Concurrency handler calls at once across partitions.
-// broker.Prefetch is each receiver link's credit.
+// broker.Prefetch is each receiver link's credit (default DefaultPrefetch).
 //
 // Start positions (broker.StartAt): latest (default: events enqueued
 // after Subscribe returns), earliest, an offset, a sequence number or an
@@ -87,6 +87,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if err != nil {
 		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
 	}
+	cfg.Prefetch = cfg.PrefetchOr(DefaultPrefetch)
 	s := &subscription{b: b, hub: topic, cfg: cfg, h: h, group: cfg.Group}
 	if s.group == "" {
 		s.group = DefaultConsumerGroup

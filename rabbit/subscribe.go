@@ -58,8 +58,9 @@ type subscription struct {
 // subscription's queue — for a group a durable queue "<topic>.<group>"
 // shared by the group's members, otherwise an exclusive auto-delete
 // server-named queue — binds it with "#" (or BindingKeys), sets the
-// prefetch (basic.qos) and starts Concurrency handler workers. It returns
-// once the consumer is registered, or with an error when ctx ends first.
+// prefetch (basic.qos; default 2 × Concurrency, at least 16) and starts
+// Concurrency handler workers. It returns once the consumer is
+// registered, or with an error when ctx ends first.
 //
 // Handlers returning nil ack the message; an error (or panic) nacks it
 // with requeue, so it is redelivered. Delivery survives connection loss:
@@ -76,6 +77,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
+	cfg.Prefetch = cfg.PrefetchOr(max(2*cfg.Concurrency, 16))
 	if len(topic) > 255 {
 		return nil, fmt.Errorf("rabbit: subscribe: %w: topic is %d bytes, RabbitMQ allows 255", broker.ErrInvalidOption, len(topic))
 	}
