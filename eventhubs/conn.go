@@ -22,6 +22,13 @@ const (
 	linkCloseTimeout = 5 * time.Second
 	// refreshTimeout bounds one token renewal.
 	refreshTimeout = 30 * time.Second
+	// requestLinkIdle is how long a $cbs or $management request link
+	// stays attached after its last call. A burst of calls (the token
+	// puts of a subscription's partitions, or of a reconnect) shares one
+	// link; an idle broker then holds none, which saves the session's and
+	// the two links' go-amqp buffers (about 160 KiB) and a goroutine —
+	// the official SDK likewise closes its $cbs link after each use.
+	requestLinkIdle = time.Second
 	// writeTimeout bounds go-amqp's frame writes that have no ctx.
 	writeTimeout = 10 * time.Second
 	// product is sent in the open frame's properties.
@@ -184,6 +191,7 @@ func (c *amqpConn) supervise() {
 		case <-timer.C:
 			c.renewDue()
 			c.keepAlive()
+			c.releaseIdleRequestLinks()
 		}
 	}
 }
@@ -195,6 +203,13 @@ func (c *amqpConn) nextWake() time.Time {
 		last := time.Unix(0, c.lastUse.Load())
 		if t := last.Add(ka); t.Before(next) {
 			next = t
+		}
+	}
+	for _, s := range []*slot[*rpcLink]{&c.cbs, &c.mgmt} {
+		if l := s.peek(); l != nil {
+			if t, ok := l.idleUntil(requestLinkIdle); ok && t.Before(next) {
+				next = t
+			}
 		}
 	}
 	c.mu.Lock()
@@ -268,22 +283,56 @@ func (c *amqpConn) keepAlive() {
 	c.b.log.Debug("keep-alive", "conn", c.gen, "hub", hub, "elapsed", time.Since(start))
 }
 
+// releaseIdleRequestLinks detaches the request links that no call has
+// used for requestLinkIdle; the next call attaches a new one.
+func (c *amqpConn) releaseIdleRequestLinks() {
+	for _, s := range []*slot[*rpcLink]{&c.cbs, &c.mgmt} {
+		l := s.peek()
+		if l == nil || !l.retireIfIdle(time.Now(), requestLinkIdle) {
+			continue
+		}
+		s.drop(l)
+		closeSessionAsync(l.sess, &c.b.wg)
+		c.b.log.Debug("request link released after idle", "conn", c.gen, "node", l.addr, "idle", requestLinkIdle)
+	}
+}
+
 // rpc returns the connection's request link to node ($cbs or
-// $management), attaching it on first use.
+// $management), attaching it when there is none, reserved for one call:
+// the caller must call release on it when the call is over.
 func (c *amqpConn) rpc(ctx context.Context, node string) (*rpcLink, error) {
 	s := &c.cbs
 	if node == "$management" {
 		s = &c.mgmt
 	}
-	return s.get(ctx, c.closed, broker.ErrUnavailable, (*rpcLink).alive, func(ctx context.Context) (*rpcLink, error) {
-		start := time.Now()
-		l, err := newRPCLink(ctx, c.conn, node, &c.b.wg)
+	for {
+		l, err := s.get(ctx, c.closed, broker.ErrUnavailable, (*rpcLink).alive, func(ctx context.Context) (*rpcLink, error) {
+			start := time.Now()
+			l, err := newRPCLink(ctx, c.conn, node, &c.b.wg)
+			if err != nil {
+				return nil, err
+			}
+			c.b.log.Debug("request link attached", "conn", c.gen, "node", node, "elapsed", time.Since(start))
+			return l, nil
+		})
 		if err != nil {
 			return nil, err
 		}
-		c.b.log.Debug("request link attached", "conn", c.gen, "node", node, "elapsed", time.Since(start))
-		return l, nil
-	})
+		if l.acquire() {
+			return l, nil
+		}
+		// retired or dead since get returned it: get builds a new one
+	}
+}
+
+// releaseRPC ends a call's hold on l and lets the supervisor time l's
+// idleness.
+func (c *amqpConn) releaseRPC(l *rpcLink) {
+	l.release()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 }
 
 // putToken authorizes audience on this connection with a fresh token and
@@ -301,6 +350,7 @@ func (c *amqpConn) putToken(ctx context.Context, audience string) error {
 	if err != nil {
 		return wrapErr("put-token", audience, err)
 	}
+	defer c.releaseRPC(l)
 	expiration := "0"
 	if !tok.expiry.IsZero() {
 		expiration = strconv.FormatInt(tok.expiry.Unix(), 10)

@@ -144,6 +144,7 @@ func (c *amqpConn) mgmtRequest(ctx context.Context, hub string, props map[string
 	if err != nil {
 		return nil, err
 	}
+	defer c.releaseRPC(l)
 	ap := map[string]any{"operation": "READ", "name": hub, "security_token": tok.value}
 	for k, v := range props {
 		ap[k] = v

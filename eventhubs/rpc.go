@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/Azure/go-amqp"
 )
@@ -61,6 +62,13 @@ func (s *slot[T]) get(ctx context.Context, abort <-chan struct{}, errAbort error
 	s.mu.Unlock()
 	close(f.done)
 	return f.val, f.err
+}
+
+// peek returns the held value (the zero value when none).
+func (s *slot[T]) peek() T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.val
 }
 
 // drop forgets v if it is the held value. It reports whether it did.
@@ -143,7 +151,8 @@ func randomID() string {
 // rpcLink is a request/response link pair on a node such as $cbs or
 // $management: a sender to the node, a receiver from it whose target is
 // a private reply-to address, and a reader goroutine that routes replies
-// by correlation-id. It lives as long as its session.
+// by correlation-id. It lives as long as its session, or until the
+// connection's supervisor retires it after requestLinkIdle without calls.
 type rpcLink struct {
 	addr    string
 	replyTo string
@@ -154,6 +163,9 @@ type rpcLink struct {
 	mu      sync.Mutex
 	pending map[string]chan *amqp.Message
 	dead    bool
+	users   int           // calls holding the link (acquire … release)
+	idleAt  time.Time     // when users last dropped to zero
+	retired bool          // released for idleness: takes no new calls
 	done    chan struct{} // closed when the reader has exited
 	err     error         // why the reader exited; read after done
 }
@@ -170,6 +182,7 @@ func newRPCLink(ctx context.Context, conn *amqp.Conn, addr string, wg *tracker) 
 		replyTo: fmt.Sprintf("%s-reply-%s", addr, randomID()),
 		sess:    sess,
 		pending: make(map[string]chan *amqp.Message),
+		idleAt:  time.Now(),
 		done:    make(chan struct{}),
 	}
 	caps := []string(nil)
@@ -225,10 +238,56 @@ func (r *rpcLink) read(wg *tracker) {
 	}
 }
 
+// alive reports whether r can take new calls.
 func (r *rpcLink) alive() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return !r.dead
+	return !r.dead && !r.retired
+}
+
+// acquire reserves r for one call; it reports false when r was retired
+// or died since the caller got it. Every true acquire needs a release.
+func (r *rpcLink) acquire() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dead || r.retired {
+		return false
+	}
+	r.users++
+	return true
+}
+
+// release ends the call acquire reserved r for.
+func (r *rpcLink) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.users--
+	if r.users == 0 {
+		r.idleAt = time.Now()
+	}
+}
+
+// idleUntil returns when r will have been idle for idle, and false while
+// a call holds it (or it has already died or been retired).
+func (r *rpcLink) idleUntil(idle time.Duration) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.users > 0 || r.dead || r.retired {
+		return time.Time{}, false
+	}
+	return r.idleAt.Add(idle), true
+}
+
+// retireIfIdle retires r when no call has held it for idle; it reports
+// whether it did. A retired link takes no new calls: the caller closes it.
+func (r *rpcLink) retireIfIdle(now time.Time, idle time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.users > 0 || r.dead || r.retired || now.Sub(r.idleAt) < idle {
+		return false
+	}
+	r.retired = true
+	return true
 }
 
 // call sends req and waits for the reply by ctx and abort. It returns the
