@@ -109,9 +109,11 @@ func TestSDKProduceConsume(t *testing.T) {
 	// and round-robin.
 	pid := "1"
 	sendBatch(t, p, &azeventhubs.EventDataBatchOptions{PartitionID: &pid}, "a", "b", "c")
-	key := "customer-7"
+	key, key2 := "customer-7", "customer-9"
 	sendBatch(t, p, &azeventhubs.EventDataBatchOptions{PartitionKey: &key}, "k1", "k2")
+	sendBatch(t, p, &azeventhubs.EventDataBatchOptions{PartitionKey: &key2}, "m1")
 	sendBatch(t, p, &azeventhubs.EventDataBatchOptions{PartitionKey: &key}, "k3")
+	sendBatch(t, p, &azeventhubs.EventDataBatchOptions{PartitionKey: &key2}, "m2", "m3")
 	sendBatch(t, p, nil, "r1")
 	sendBatch(t, p, nil, "r2")
 	sendBatch(t, p, nil, "r3")
@@ -138,7 +140,12 @@ func TestSDKProduceConsume(t *testing.T) {
 		t.Fatalf("from sequence number 2: %s", bodies(got))
 	}
 
-	// Find the keyed events: all on one partition, in order, with the key.
+	// Find the keyed events: every event sent with a key comes back with
+	// exactly that key, all events of one key are on one partition, in
+	// order, and events sent without a key carry none.
+	wantKey := map[string]string{"k1": key, "k2": key, "k3": key, "m1": key2, "m2": key2, "m3": key2}
+	keyed := map[string][]string{}      // key -> bodies in partition order
+	keyPartition := map[string]string{} // key -> partition id
 	total := 0
 	for _, id := range props.PartitionIDs {
 		pp, err := c.GetPartitionProperties(ctx, id, nil)
@@ -154,21 +161,36 @@ func TestSDKProduceConsume(t *testing.T) {
 			t.Fatalf("partition %s properties %+v", id, pp)
 		}
 		evs := receive(t, c, id, &azeventhubs.PartitionClientOptions{StartPosition: azeventhubs.StartPosition{Earliest: &earliest}}, n)
-		var keyed []string
 		for _, ev := range evs {
-			if ev.PartitionKey != nil {
-				if *ev.PartitionKey != key {
-					t.Fatalf("partition key %q", *ev.PartitionKey)
+			body := string(ev.Body)
+			want, sentWithKey := wantKey[body]
+			if !sentWithKey {
+				if ev.PartitionKey != nil {
+					t.Fatalf("event %q sent without a key received with partition key %q", body, *ev.PartitionKey)
 				}
-				keyed = append(keyed, string(ev.Body))
+				continue
 			}
-		}
-		if len(keyed) != 0 && strings.Join(keyed, ",") != "k1,k2,k3" {
-			t.Fatalf("keyed events on partition %s: %v", id, keyed)
+			if ev.PartitionKey == nil {
+				t.Fatalf("event %q sent with partition key %q received without one", body, want)
+			}
+			if *ev.PartitionKey != want {
+				t.Fatalf("event %q sent with partition key %q received with %q", body, want, *ev.PartitionKey)
+			}
+			if prev, seen := keyPartition[want]; seen && prev != id {
+				t.Fatalf("events of key %q on partitions %s and %s", want, prev, id)
+			}
+			keyPartition[want] = id
+			keyed[want] = append(keyed[want], body)
 		}
 	}
-	if total != 9 {
-		t.Fatalf("%d events stored, want 9", total)
+	if got := strings.Join(keyed[key], ","); got != "k1,k2,k3" {
+		t.Fatalf("events with key %q: %s, want k1,k2,k3 on one partition", key, got)
+	}
+	if got := strings.Join(keyed[key2], ","); got != "m1,m2,m3" {
+		t.Fatalf("events with key %q: %s, want m1,m2,m3 on one partition", key2, got)
+	}
+	if total != 12 {
+		t.Fatalf("%d events stored, want 12", total)
 	}
 }
 

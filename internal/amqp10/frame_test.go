@@ -108,6 +108,41 @@ func TestPerformativeGolden(t *testing.T) {
 			"00000028 02 00 0000 00 53 16 c0 1b 03 43 41 00 53 1d c0 13 01 a3 10 616d71703a6c696e6b3a73746f6c656e"},
 		{"close", FrameAMQP, 0, &Close{}, "0000000c 02 00 0000 00 53 18 45"},
 		{"sasl-outcome", FrameSASL, 0, &SASLOutcome{Result: SASLOk}, "00000010 02 01 0000 00 53 44 c0 03 01 50 00"},
+		// attach of a receiver: name "r", handle 1, role receiver (true),
+		// snd-settle-mode settled (ubyte 1), rcv-settle-mode first (ubyte 0),
+		// source 0x28 [address "q", 6 nulls, filter {f: 0x468C00000004 "x"}]
+		// (its trailing nulls omitted), target 0x29 ["t"], unsettled,
+		// incomplete-unsettled and initial-delivery-count null,
+		// max-message-size ulong 1 MiB, both capabilities null, properties
+		// {e: smalllong 3}; 14 fields in a list8 of 0x4c bytes.
+		{"attach receiver", FrameAMQP, 0, &Attach{Name: "r", Handle: 1, Role: RoleReceiver, SndSettleMode: Ptr(SndSettled), RcvSettleMode: Ptr(RcvFirst),
+			Source: &Source{Address: "q", Filter: Map{{Key: Symbol("f"), Value: Described{Descriptor: uint64(0x468C00000004), Value: "x"}}}},
+			Target: &Target{Address: "t"}, MaxMessageSize: 1 << 20, Properties: Map{{Key: Symbol("e"), Value: int64(3)}}},
+			"00000059 02 00 0000 00 53 12 c0 4c 0e a1 01 72 52 01 41 50 01 50 00" +
+				" 00 53 28 c0 1d 08 a1 01 71 40 40 40 40 40 40 c1 11 02 a3 01 66 00 80 0000468c00000004 a1 01 78" +
+				" 00 53 29 c0 04 01 a1 01 74 40 40 40 80 0000000000100000 40 40 c1 06 02 a3 01 65 55 03"},
+		// attach of a sender: handle uint0, role false, settle modes and
+		// source null, target ["hub"], unsettled and incomplete-unsettled
+		// null, initial-delivery-count uint0, the rest omitted.
+		{"attach sender", FrameAMQP, 0, &Attach{Name: "s", Handle: 0, Role: RoleSender, Target: &Target{Address: "hub"}, InitialDeliveryCount: Ptr(uint32(0))},
+			"00000024 02 00 0000 00 53 12 c0 17 0a a1 01 73 43 42 40 40 40 00 53 29 c0 06 01 a1 03 687562 40 40 43"},
+		{"end", FrameAMQP, 1, &End{}, "0000000c 02 00 0001 00 53 17 45"},
+		// end with error 0x1d [condition sym8, description str8].
+		{"end window-violation", FrameAMQP, 1, &End{Error: &Error{Condition: ErrCondWindowViolation, Description: "d"}},
+			"00000036 02 00 0001 00 53 17 c0 29 01 00 53 1d c0 23 02 a3 1d 616d71703a73657373696f6e3a77696e646f772d76696f6c6174696f6e a1 01 64"},
+		// sasl-server-mechanisms as an array8 of sym32 (a single symbol
+		// would also be valid; the encoder always writes an array).
+		{"sasl-mechanisms", FrameSASL, 0, &SASLMechanisms{Mechanisms: []Symbol{"ANONYMOUS", "PLAIN"}},
+			"00000028 02 01 0000 00 53 40 c0 1b 01 e0 18 02 b3 00000009 414e4f4e594d4f5553 00000005 504c41494e"},
+		{"sasl-mechanisms one", FrameSASL, 0, &SASLMechanisms{Mechanisms: []Symbol{"PLAIN"}},
+			"0000001b 02 01 0000 00 53 40 c0 0e 01 e0 0b 01 b3 00000005 504c41494e"},
+		// sasl-init [mechanism sym8, initial-response vbin8, hostname str8].
+		{"sasl-init plain", FrameSASL, 0, &SASLInit{Mechanism: "PLAIN", InitialResponse: []byte("\x00u\x00p"), Hostname: "h"},
+			"0000001e 02 01 0000 00 53 41 c0 11 03 a3 05 504c41494e a0 04 00750070 a1 01 68"},
+		{"sasl-init anonymous", FrameSASL, 0, &SASLInit{Mechanism: "ANONYMOUS"},
+			"00000019 02 01 0000 00 53 41 c0 0c 01 a3 09 414e4f4e594d4f5553"},
+		{"sasl-challenge", FrameSASL, 0, &SASLChallenge{Challenge: []byte("c")}, "00000011 02 01 0000 00 53 42 c0 04 01 a0 01 63"},
+		{"sasl-response", FrameSASL, 0, &SASLResponse{Response: []byte("r")}, "00000011 02 01 0000 00 53 43 c0 04 01 a0 01 72"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
