@@ -143,6 +143,9 @@ func TestPerformativeGolden(t *testing.T) {
 			"00000019 02 01 0000 00 53 41 c0 0c 01 a3 09 414e4f4e594d4f5553"},
 		{"sasl-challenge", FrameSASL, 0, &SASLChallenge{Challenge: []byte("c")}, "00000011 02 01 0000 00 53 42 c0 04 01 a0 01 63"},
 		{"sasl-response", FrameSASL, 0, &SASLResponse{Response: []byte("r")}, "00000011 02 01 0000 00 53 43 c0 04 01 a0 01 72"},
+		// The fields are mandatory: no data is an empty binary, not a dropped null.
+		{"sasl-challenge empty", FrameSASL, 0, &SASLChallenge{}, "00000010 02 01 0000 00 53 42 c0 03 01 a0 00"},
+		{"sasl-response empty", FrameSASL, 0, &SASLResponse{}, "00000010 02 01 0000 00 53 43 c0 03 01 a0 00"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

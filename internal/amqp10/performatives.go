@@ -717,7 +717,7 @@ func (*SASLChallenge) Code() uint64 { return DescSASLChallenge }
 
 // AppendAMQP implements Marshaler.
 func (c *SASLChallenge) AppendAMQP(dst []byte) ([]byte, error) {
-	return appendDescribedList(dst, DescSASLChallenge, []any{c.Challenge})
+	return appendDescribedList(dst, DescSASLChallenge, []any{mandatoryBinary(c.Challenge)})
 }
 
 // SASLResponse is the sasl-response frame.
@@ -728,7 +728,17 @@ func (*SASLResponse) Code() uint64 { return DescSASLResponse }
 
 // AppendAMQP implements Marshaler.
 func (r *SASLResponse) AppendAMQP(dst []byte) ([]byte, error) {
-	return appendDescribedList(dst, DescSASLResponse, []any{r.Response})
+	return appendDescribedList(dst, DescSASLResponse, []any{mandatoryBinary(r.Response)})
+}
+
+// mandatoryBinary encodes b as a binary value even when it is nil or
+// empty: the challenge and response fields are mandatory, so they must
+// not become a null that the list encoding then drops.
+func mandatoryBinary(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }
 
 // SASLOutcome is the sasl-outcome frame.
