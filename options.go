@@ -110,6 +110,7 @@ const (
 
 // Position is where a new group starts reading.
 type Position struct {
+	// Kind says which start this is, and so which field below applies.
 	Kind PositionKind
 	// Offset for StartOffset.
 	Offset string

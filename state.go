@@ -40,6 +40,7 @@ func (s State) String() string {
 
 // StateChange is one transition reported by Broker.WatchState.
 type StateChange struct {
+	// From is the state before the transition, To the state after it.
 	From, To State
 	// Err is the cause of a transition to StateReconnecting (the error the
 	// connection was lost with), or nil.

@@ -77,6 +77,7 @@ func Run(t *testing.T, h Harness) {
 		{"PublishAfterClose", s.testPublishAfterClose},
 		{"ExpiredContext", s.testExpiredContext},
 		{"ShortPublishContext", s.testShortPublishContext},
+		{"ShortSubscribeContext", s.testShortSubscribeContext},
 		{"SubscribeContextEnds", s.testSubscribeContextEnds},
 		{"CloseWaitsForHandlers", s.testCloseWaitsForHandlers},
 		{"CloseHonoursContext", s.testCloseHonoursContext},

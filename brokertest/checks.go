@@ -376,6 +376,41 @@ func (s *suite) testShortPublishContext(t *testing.T) {
 	}
 }
 
+// testShortSubscribeContext: a Subscribe under a deadline shorter than
+// its set-up (a fresh topic and group: declarations, attaches) returns by
+// the deadline with nil or the deadline error. A subscription it did
+// return ends at once, its ctx being over; the broker keeps working.
+func (s *suite) testShortSubscribeContext(t *testing.T) {
+	b := s.open(t)
+	topic := s.h.NewTopic(t)
+	const deadline = time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	sub, err := b.Subscribe(ctx, topic, newCollector().handle, broker.Group(RandomName("short")))
+	elapsed := time.Since(start)
+	if elapsed > deadline+3*time.Second {
+		t.Errorf("Subscribe took %v under a %v deadline", elapsed, deadline)
+	}
+	switch {
+	case err != nil && !errors.Is(err, context.DeadlineExceeded):
+		t.Errorf("Subscribe under a %v deadline = %v, want nil or DeadlineExceeded", deadline, err)
+	case err == nil:
+		select {
+		case <-sub.Done():
+		case <-time.After(s.h.Timeout):
+			t.Fatalf("subscription still running %v after its ctx ended", s.h.Timeout)
+		}
+		if err := sub.Err(); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Err of a subscription whose ctx expired = %v, want DeadlineExceeded", err)
+		}
+	}
+	c := newCollector()
+	s.subscribe(t, b, topic, c.handle)
+	s.publish(t, b, topic, msg("after"))
+	s.take(t, c, 1)
+}
+
 // testSubscribeContextEnds: ending the Subscribe ctx ends the subscription:
 // Done closes and Err reports the context's error.
 func (s *suite) testSubscribeContextEnds(t *testing.T) {

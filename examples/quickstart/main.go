@@ -5,8 +5,8 @@
 //	go run ./examples/quickstart
 //
 // Pass -url to run the same program against a real server, for example
-// -url amqp://guest:guest@localhost:5672/ once the RabbitMQ adapter is
-// registered.
+// -url amqp://guest:guest@localhost:5672/ for RabbitMQ or an Event Hubs
+// connection string.
 package main
 
 import (
