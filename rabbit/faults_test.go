@@ -49,14 +49,15 @@ func newFaultProxy(t testing.TB, nodeURL string) *faultProxy {
 }
 
 // cut drops every connection through the proxy; down keeps new ones out
-// for that long.
-func (f *faultProxy) cut(t testing.TB, down time.Duration) {
-	t.Helper()
+// for that long. It reports a failed restart instead of failing the test
+// itself, so that it can run on any goroutine.
+func (f *faultProxy) cut(down time.Duration) error {
 	f.p.Stop()
 	time.Sleep(down)
 	if err := f.p.Start(); err != nil {
-		t.Fatalf("restart proxy: %v", err)
+		return fmt.Errorf("restart proxy: %w", err)
 	}
+	return nil
 }
 
 // stall makes the proxy swallow all data in both directions, keeping the
@@ -88,7 +89,10 @@ func TestCutConnections(t *testing.T) {
 		c.ReconnectMax = 500 * time.Millisecond
 	}))
 	topic := brokertest.RandomName("cut")
-	ctx := ctxFor(t, 3*time.Minute)
+	// abort ends publishing and consuming early when the proxy cannot be
+	// restarted: nothing could be confirmed any more.
+	ctx, abort := context.WithCancel(ctxFor(t, 3*time.Minute))
+	defer abort()
 
 	var mu sync.Mutex
 	seen := make(map[string]int, total)
@@ -121,6 +125,7 @@ func TestCutConnections(t *testing.T) {
 	const publishers = 8
 	var confirmed sync.Map
 	var nConfirmed, publishErrors atomic.Int64
+	var cutFailed atomic.Bool
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
 	begin := time.Now()
@@ -142,6 +147,9 @@ func TestCutConnections(t *testing.T) {
 						break
 					}
 					publishErrors.Add(1)
+					if cutFailed.Load() {
+						return // aborted; the cutting goroutine reported why
+					}
 					if !broker.IsRetryable(err) || ctx.Err() != nil {
 						t.Errorf("publish %s: %v", m.ID, err)
 						return
@@ -158,11 +166,20 @@ func TestCutConnections(t *testing.T) {
 			for nConfirmed.Load() < int64((i+1)*total/(cuts+2)) && ctx.Err() == nil {
 				time.Sleep(5 * time.Millisecond)
 			}
-			px.cut(t, time.Duration(rand.IntN(50))*time.Millisecond)
+			// Not t.Fatal: this is not the test's goroutine.
+			if err := px.cut(time.Duration(rand.IntN(50)) * time.Millisecond); err != nil {
+				t.Errorf("cut %d: %v", i+1, err)
+				cutFailed.Store(true)
+				abort()
+				return
+			}
 		}
 	}()
 	wg.Wait()
 	<-cutDone
+	if cutFailed.Load() {
+		t.FailNow()
+	}
 	publishTime := time.Since(begin)
 
 	// Wait until every confirmed message was consumed.
@@ -313,7 +330,10 @@ func TestStalledSubscribe(t *testing.T) {
 }
 
 // TestFailover: the broker is given two independent nodes; when the first
-// stops, publishing and consuming continue on the second.
+// is killed, publishing and consuming continue on the second. Both
+// connections (publish and consume) fail over in their first recovery
+// round: one refused attempt on the dead node, then the second node,
+// without backing off.
 func TestFailover(t *testing.T) {
 	leakCheck(t)
 	var n1, n2 *rabbitnode.Node
@@ -325,13 +345,15 @@ func TestFailover(t *testing.T) {
 		t.FailNow()
 	}
 	ctx := ctxFor(t, 2*time.Minute)
-	b, err := rabbit.Open(ctx, rabbit.Config{
+	logs := &logRecords{}
+	cfg := rabbit.Config{
 		URLs:             []string{n1.URL(), n2.URL()},
 		Name:             "failover",
-		Logger:           testLogger(),
+		Logger:           logs.logger(),
 		ReconnectInitial: 50 * time.Millisecond,
 		ReconnectMax:     time.Second,
-	})
+	}
+	b, err := rabbit.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,11 +374,20 @@ func TestFailover(t *testing.T) {
 	if id := <-got; id != "on-node-1" {
 		t.Fatalf("got %s", id)
 	}
+	// Both connections are on node 1 (the first host) before the kill.
+	for _, r := range logs.since(0, "rabbit: connection open") {
+		if !onNode(r, n1) {
+			t.Fatalf("connection opened on %s before the kill, want node 1 (%s)", r.str("host"), n1.Addr())
+		}
+	}
 
-	stopped := time.Now()
+	mark := logs.len()
 	if err := n1.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	// Kill returns once node 1 is gone; time from there, not from before
+	// the kill, which itself may take long on a loaded machine.
+	killed := time.Now()
 	// Publish until it succeeds on node 2. ErrUnroutable is expected while
 	// the subscription has not yet declared its queue there.
 	var first time.Duration
@@ -365,7 +396,7 @@ func TestFailover(t *testing.T) {
 		err := b.Publish(pctx, topic, &broker.Message{ID: "on-node-2"})
 		cancel()
 		if err == nil {
-			first = time.Since(stopped)
+			first = time.Since(killed)
 			break
 		}
 		if !errors.Is(err, broker.ErrUnroutable) {
@@ -381,9 +412,67 @@ func TestFailover(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("nothing consumed on node 2")
 	}
-	t.Logf("first confirmed publish on node 2 %v after node 1 was killed", first.Round(time.Millisecond))
-	if first > 10*time.Second {
-		t.Errorf("failover took %v", first)
+	t.Logf("first confirmed publish on node 2 %v after node 1 was gone", first.Round(time.Millisecond))
+
+	// Each connection reconnected exactly once, to node 2, in its first
+	// round: the only failed attempt is the one on node 1 (refused at once
+	// by the dead node's closed port), so node 2 is attempt 2 and no
+	// backoff wait happened. A supervisor that retried node 1, skipped the
+	// second host or backed off before trying it fails here.
+	for _, role := range []string{"publish", "consume"} {
+		var failed, connected []logRecord
+		for _, r := range logs.since(mark, "") {
+			if r.str("connection") != role {
+				continue
+			}
+			switch r.msg {
+			case "rabbit: reconnect attempt failed":
+				failed = append(failed, r)
+				if !onNode(r, n1) {
+					t.Errorf("%s: reconnect attempt failed on %s, want only node 1 (%s) to fail: %v", role, r.str("host"), n1.Addr(), r)
+				}
+			case "rabbit: connected":
+				connected = append(connected, r)
+			case "rabbit: backing off before next reconnect round":
+				t.Errorf("%s: backed off although node 2 was up: %v", role, r)
+			}
+		}
+		if len(failed) > 1 {
+			t.Errorf("%s: %d failed reconnect attempts, want at most 1 (node 1, once): %v", role, len(failed), failed)
+		}
+		if len(connected) != 1 {
+			t.Errorf("%s: reconnected %d times after the kill, want 1: %v", role, len(connected), connected)
+			continue
+		}
+		c := connected[0]
+		t.Logf("%s connection: %d failed attempt(s), then connected to %s at attempt %s after %s down",
+			role, len(failed), c.str("host"), c.str("attempt"), c.str("downtime"))
+		if !onNode(c, n2) {
+			t.Errorf("%s: reconnected to %s, want node 2 (%s)", role, c.str("host"), n2.Addr())
+		}
+		if a, want := c.str("attempt"), fmt.Sprint(len(failed)+1); a != want {
+			t.Errorf("%s: connected at attempt %q after %d failed attempts, want attempt %s", role, a, len(failed), want)
+		}
+	}
+
+	// Time bound. Correct failover needs no backoff wait at all (checked
+	// above); allow the supervisor's first backoff step (ReconnectInitial)
+	// and one full step (ReconnectMax) in case a consumer setup is retried
+	// once, plus a generous 5 s for the refused dial, the dial and AMQP
+	// handshake to node 2, the publishing channels, and the subscription's
+	// redeclaration on a slow shared machine: about 6 s here. Waits the
+	// configuration does not call for exceed it — a fixed multi-second
+	// retry delay, the default 10 s ReconnectMax instead of the configured
+	// 1 s, or a dial to the dead node left to run into DialTimeout (10 s).
+	bound := cfg.ReconnectInitial + cfg.ReconnectMax + 5*time.Second
+	if first > bound {
+		t.Errorf("failover took %v, want ≤ %v (ReconnectInitial %v + ReconnectMax %v + 5 s slack)",
+			first, bound, cfg.ReconnectInitial, cfg.ReconnectMax)
+	}
+	if t.Failed() {
+		for _, r := range logs.since(mark, "") {
+			t.Logf("log after the kill: %v", r)
+		}
 	}
 	if b.State() != broker.StateConnected {
 		t.Errorf("state = %v", b.State())
@@ -400,6 +489,12 @@ func TestFailover(t *testing.T) {
 			t.Fatal("consumption stalled on node 2")
 		}
 	}
+}
+
+// onNode reports whether a log record's host attribute (a redacted URL,
+// amqp://guest:***@127.0.0.1:port/) names node n.
+func onNode(r logRecord, n *rabbitnode.Node) bool {
+	return strings.Contains(r.str("host"), "@"+n.Addr()+"/")
 }
 
 // TestBlocked: a memory alarm on node A blocks the broker connected to A:
