@@ -662,23 +662,3 @@ func (t *tailBuffer) String() string {
 	defer t.mu.Unlock()
 	return string(t.buf)
 }
-
-// RestartAppCommand returns a command line that restarts the RabbitMQ
-// application on this node (rabbitmqctl stop_app, then start_app) from any
-// process: every client connection is dropped and the node comes back on
-// the same port with its durable state. It is meant for tools that take a
-// command to restart "the server", such as Watermill's
-// tests.Features.RestartServiceCommand.
-func (n *Node) RestartAppCommand() []string {
-	ctl := []string{"env", "-i"}
-	ctl = append(ctl, n.env...)
-	ctl = append(ctl, n.opts.Ctl, "-n", n.name, "-q")
-	line := func(arg string) string {
-		quoted := make([]string, 0, len(ctl)+1)
-		for _, a := range append(ctl, arg) {
-			quoted = append(quoted, "'"+strings.ReplaceAll(a, "'", `'\''`)+"'")
-		}
-		return strings.Join(quoted, " ")
-	}
-	return []string{"sh", "-c", line("stop_app") + " && " + line("start_app")}
-}
