@@ -53,12 +53,13 @@ type params struct {
 	isoCycles  int           // open/close cycles of broker A
 	scaleN     int           // idle instances
 	settle     time.Duration // pause before each GC when measuring memory
+	idle       time.Duration // how long the scale instances idle before they are measured
 }
 
 func paramsFor(o Options) params {
-	p := params{rounds: 7, settle: 200 * time.Millisecond, publishFor: time.Second, e2eFor: 1500 * time.Millisecond, pings: 100, receiveN: 30000, isoCycles: 100, scaleN: 1000}
+	p := params{rounds: 7, settle: 200 * time.Millisecond, publishFor: time.Second, e2eFor: 1500 * time.Millisecond, pings: 100, receiveN: 30000, isoCycles: 100, scaleN: 1000, idle: 3 * time.Second}
 	if o.Smoke {
-		p = params{rounds: 1, settle: 20 * time.Millisecond, publishFor: 150 * time.Millisecond, e2eFor: 200 * time.Millisecond, pings: 5, receiveN: 500, isoCycles: 3, scaleN: 5}
+		p = params{rounds: 1, settle: 20 * time.Millisecond, publishFor: 150 * time.Millisecond, e2eFor: 200 * time.Millisecond, pings: 5, receiveN: 500, isoCycles: 3, scaleN: 5, idle: 1500 * time.Millisecond}
 	}
 	if o.Rounds > 0 {
 		p.rounds = o.Rounds
