@@ -35,6 +35,17 @@ func TestBalancedBlobStore(t *testing.T) {
 		opts.UpdateInterval = 300 * time.Millisecond // blob calls take milliseconds each
 		scaleOut(t, newBlobStore(t, cc), opts, roundBounds{8 + 2, 4 + 3, 2 + 4})
 	})
+	t.Run("leave", func(t *testing.T) {
+		// TestBalancedLeave on blobs: a closed member's partitions are
+		// taken over at once, a killed one's only after they expire.
+		opts := testBalanceOptions(eventhubs.StrategyBalanced)
+		opts.UpdateInterval = 300 * time.Millisecond // blob calls take milliseconds each
+		opts.OwnershipExpiration = 3 * time.Second
+		balancedLeave(t, func(t *testing.T) checkpoint.Store {
+			_, cc := azurite.NewContainer(t, cs)
+			return newBlobStore(t, cc)
+		}, opts)
+	})
 	t.Run("sdk-processor-interop", func(t *testing.T) { sdkProcessorInterop(t, cs) })
 	t.Run("azurite-stopped", func(t *testing.T) { azuriteStopped(t, srv) })
 }

@@ -192,13 +192,19 @@ func names(ms []*member) []string {
 // until they expire: the others claim them as expired, and only after the
 // expiration.
 func TestBalancedLeave(t *testing.T) {
+	opts := testBalanceOptions(eventhubs.StrategyBalanced)
+	opts.OwnershipExpiration = 2 * time.Second
+	balancedLeave(t, func(*testing.T) checkpoint.Store { return checkpoint.NewMemoryStore() }, opts)
+}
+
+// balancedLeave runs TestBalancedLeave's close and kill cases with a
+// fresh store from newStore for each.
+func balancedLeave(t *testing.T, newStore func(*testing.T) checkpoint.Store, opts eventhubs.BalanceOptions) {
 	for _, kill := range []bool{false, true} {
 		name := map[bool]string{false: "close", true: "kill"}[kill]
 		t.Run(name, func(t *testing.T) {
 			e := startEmulator(t, emulator.Config{})
-			opts := testBalanceOptions(eventhubs.StrategyBalanced)
-			opts.OwnershipExpiration = 2 * time.Second
-			c := newCluster(t, e, 8, checkpoint.NewMemoryStore(), opts)
+			c := newCluster(t, e, 8, newStore(t), opts)
 			om := c.monitorOverlaps()
 			a, b, x := c.join("a"), c.join("b"), c.join("x")
 			c.waitConverged("3 members", []*member{a, b, x}, nil, 20)
