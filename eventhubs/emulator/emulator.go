@@ -77,8 +77,6 @@ const (
 var (
 	// ErrClosed is returned by calls on an emulator that was closed.
 	ErrClosed = errors.New("emulator: closed")
-	// ErrNotStarted is returned by calls that need a running emulator.
-	ErrNotStarted = errors.New("emulator: not started")
 	// ErrAlreadyStarted is returned by a second Start.
 	ErrAlreadyStarted = errors.New("emulator: already started")
 	// ErrInvalidConfig wraps every configuration error.
