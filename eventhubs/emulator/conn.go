@@ -1112,6 +1112,21 @@ func (c *conn) housekeeping(now time.Time) {
 		}, CondLinkDetachForced, c.trackedDescription(fmt.Sprintf(
 			"The link is force detached. Code: ServerError. Details: AmqpMessageConsumer.IdleTimerExpired: Idle timeout: %s.", to)))
 	}
+	// As on the service, an event link lives only as long as a token
+	// covering its entity: the client must put a fresh one on $cbs before
+	// the last expires. (The description is the emulator's own wording.)
+	var expired []string
+	c.detachMatching(func(l *link) bool {
+		if l.kind.isEntity() && !c.authorized(l.address) {
+			expired = append(expired, l.address)
+			return true
+		}
+		return false
+	}, CondUnauthorizedAccess, c.trackedDescription(
+		"Unauthorized access. The token authorizing this link has expired; put a new token on $cbs before the old one expires."))
+	if len(expired) > 0 {
+		c.log.Info("links detached: token expired", "addresses", expired)
+	}
 }
 
 func (c *conn) containerIDForErrors() string { return fmt.Sprintf("%s-%d", c.e.cfg.Namespace, c.id) }

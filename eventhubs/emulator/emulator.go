@@ -29,13 +29,15 @@
 // against the configured keys (401 otherwise) and records a claim; event
 // links need a claim covering their address unless the connection
 // authenticated with SASL PLAIN (key name and key) or AllowAnonymous is
-// set. Audiences and SAS resources are compared by path; scheme and host
-// are ignored, since the emulator answers on whatever address it is given.
+// set, and an event link is detached with amqp:unauthorized-access once no
+// unexpired claim covers it, so a client must renew its tokens in time.
+// Audiences and SAS resources are compared by path; scheme and host are
+// ignored, since the emulator answers on whatever address it is given.
 //
 // What it does not emulate: TLS, WebSockets and the Kafka endpoint; Azure
 // AD token validation (unless Config.TokenValidator does it); time-based
-// retention (only by count or bytes); live links being detached when their
-// token expires; geo-replication (georeplication_factor is always 1);
+// retention (only by count or bytes); the service's exact wording when it
+// detaches a link whose token expired; geo-replication (georeplication_factor is always 1);
 // namespace management (hubs and consumer groups are created through this
 // API or Config.AutoCreate, not ARM); capture, throttling units and quotas
 // beyond Config's limits; transactions; receiver settle mode "second"
