@@ -35,6 +35,47 @@ type batch struct {
 	pending  atomic.Int32
 	done     chan struct{}
 	chanFail atomic.Bool // the channel was closed by a server channel error
+
+	// The bodies are copies in arena (see arena.go). writing counts the
+	// writers inside a publish of this batch's messages; once finished is
+	// set (Publish has returned) no writer starts another.
+	arena    *[]byte
+	wmu      sync.Mutex
+	writing  int
+	finished bool
+}
+
+// startWrite reserves the batch's bodies for one write; false means
+// Publish has returned and the rest of the batch is not to be sent.
+func (b *batch) startWrite() bool {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	if b.finished {
+		return false
+	}
+	b.writing++
+	return true
+}
+
+// endWrite ends the write startWrite reserved.
+func (b *batch) endWrite() {
+	b.wmu.Lock()
+	b.writing--
+	b.wmu.Unlock()
+}
+
+// recycle runs when Publish returns: no writer starts on the batch from
+// then on, and its arena goes back to pool unless a writer is still
+// inside a write (then the garbage collector takes it).
+func (b *batch) recycle(pool *arenaPool) {
+	b.wmu.Lock()
+	b.finished = true
+	idle := b.writing == 0
+	b.wmu.Unlock()
+	if idle && b.arena != nil {
+		pool.put(b.arena)
+	}
+	b.arena = nil
 }
 
 func (b *batch) resolve(i int, st uint32) {
@@ -140,7 +181,7 @@ func (pc *pubChannel) publish(b *batch) {
 	// the batch for a resend at once.
 	idx := b.idx
 	for k, i := range idx {
-		if b.ctx.Err() != nil {
+		if b.ctx.Err() != nil || !b.startWrite() {
 			for _, j := range idx[k:] {
 				b.resolve(j, stSkipped)
 			}
@@ -155,6 +196,7 @@ func (pc *pubChannel) publish(b *batch) {
 		pc.mu.Lock()
 		if pc.closed {
 			pc.mu.Unlock()
+			b.endWrite()
 			for _, j := range idx[k:] {
 				b.resolve(j, stLost)
 			}
@@ -164,7 +206,9 @@ func (pc *pubChannel) publish(b *batch) {
 		pc.mu.Unlock()
 		// The tracker resolves the entry: by confirm, or as lost when the
 		// channel closes (which a failed publish always leads to).
-		if err := pc.ch.PublishWithContext(context.Background(), b.topic, b.keys[i], mandatory, false, b.pubs[i]); err != nil {
+		err := pc.ch.PublishWithContext(context.Background(), b.topic, b.keys[i], mandatory, false, b.pubs[i])
+		b.endWrite()
+		if err != nil {
 			pc.s.l.log.Debug("rabbit: publish write failed", "channel", pc.id, "err", err)
 			for _, j := range idx[k+1:] {
 				b.resolve(j, stLost)
@@ -364,7 +408,8 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	}
 	defer b.leave()
 
-	bt := newBatch(ctx, topic, msgs)
+	bt := newBatch(ctx, topic, msgs, &b.arenas)
+	defer bt.recycle(&b.arenas)
 	todo := bt.idx
 	channelErrors := 0
 	for {
@@ -452,8 +497,18 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	}
 }
 
-func newBatch(ctx context.Context, topic string, msgs []*broker.Message) *batch {
+func newBatch(ctx context.Context, topic string, msgs []*broker.Message, arenas *arenaPool) *batch {
 	n := len(msgs)
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Body)
+	}
+	var arena *[]byte
+	var buf []byte
+	if size > 0 {
+		arena = arenas.get(size)
+		buf = *arena
+	}
 	bt := &batch{
 		ctx:    ctx,
 		topic:  topic,
@@ -462,14 +517,17 @@ func newBatch(ctx context.Context, topic string, msgs []*broker.Message) *batch 
 		idx:    make([]int, n),
 		status: make([]uint32, n),
 		reason: make([]string, n),
+		arena:  arena,
 	}
 	for i, m := range msgs {
 		p := amqp.Publishing{
 			ContentType:  m.ContentType,
 			DeliveryMode: amqp.Persistent,
 			MessageId:    m.ID,
-			Body:         append([]byte(nil), m.Body...), // the caller may reuse Body once Publish returns
+			// A copy: the caller may reuse Body once Publish returns.
+			Body: buf[:copy(buf, m.Body):len(m.Body)],
 		}
+		buf = buf[len(m.Body):]
 		if len(m.Headers) > 0 {
 			h := make(amqp.Table, len(m.Headers))
 			for k, v := range m.Headers {

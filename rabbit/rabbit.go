@@ -55,7 +55,8 @@ type Broker struct {
 	killed     chan struct{} // closed when Close tears the connections down
 	wg         sync.WaitGroup
 
-	pub *link
+	pub    *link
+	arenas arenaPool // Publish's body copies, recycled (arena.go)
 
 	mu       sync.Mutex
 	closed   bool
