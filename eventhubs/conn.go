@@ -163,7 +163,8 @@ func (c *amqpConn) shutdown(ctx context.Context) {
 
 // supervise watches c until it closes or the broker dies: it renews
 // claims before they expire, keeps the connection busy when KeepAlive is
-// set, and reports the loss.
+// set, detaches request links left idle for requestLinkIdle, and reports
+// the loss.
 func (c *amqpConn) supervise() {
 	b := c.b
 	defer b.wg.Done()
@@ -205,7 +206,7 @@ func (c *amqpConn) nextWake() time.Time {
 			next = t
 		}
 	}
-	for _, s := range []*slot[*rpcLink]{&c.cbs, &c.mgmt} {
+	for _, s := range c.requestSlots() {
 		if l := s.peek(); l != nil {
 			if t, ok := l.idleUntil(requestLinkIdle); ok && t.Before(next) {
 				next = t
@@ -283,10 +284,13 @@ func (c *amqpConn) keepAlive() {
 	c.b.log.Debug("keep-alive", "conn", c.gen, "hub", hub, "elapsed", time.Since(start))
 }
 
+// requestSlots are the slots of the connection's request links.
+func (c *amqpConn) requestSlots() [2]*slot[*rpcLink] { return [2]*slot[*rpcLink]{&c.cbs, &c.mgmt} }
+
 // releaseIdleRequestLinks detaches the request links that no call has
 // used for requestLinkIdle; the next call attaches a new one.
 func (c *amqpConn) releaseIdleRequestLinks() {
-	for _, s := range []*slot[*rpcLink]{&c.cbs, &c.mgmt} {
+	for _, s := range c.requestSlots() {
 		l := s.peek()
 		if l == nil || !l.retireIfIdle(time.Now(), requestLinkIdle) {
 			continue
@@ -299,7 +303,8 @@ func (c *amqpConn) releaseIdleRequestLinks() {
 
 // rpc returns the connection's request link to node ($cbs or
 // $management), attaching it when there is none, reserved for one call:
-// the caller must call release on it when the call is over.
+// the caller must hand it to releaseRPC when the call is over. It blocks
+// until the link is attached, ctx ends or the connection closes.
 func (c *amqpConn) rpc(ctx context.Context, node string) (*rpcLink, error) {
 	s := &c.cbs
 	if node == "$management" {

@@ -272,6 +272,10 @@ func (r *rpcLink) release() {
 func (r *rpcLink) idleUntil(idle time.Duration) (time.Time, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.idleUntilLocked(idle)
+}
+
+func (r *rpcLink) idleUntilLocked(idle time.Duration) (time.Time, bool) {
 	if r.users > 0 || r.dead || r.retired {
 		return time.Time{}, false
 	}
@@ -283,7 +287,7 @@ func (r *rpcLink) idleUntil(idle time.Duration) (time.Time, bool) {
 func (r *rpcLink) retireIfIdle(now time.Time, idle time.Duration) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.users > 0 || r.dead || r.retired || now.Sub(r.idleAt) < idle {
+	if until, ok := r.idleUntilLocked(idle); !ok || now.Before(until) {
 		return false
 	}
 	r.retired = true

@@ -379,8 +379,11 @@ const maxChannelErrors = 3
 // until ctx ends: delivery is at-least-once, so such a message may arrive
 // twice. Publish waits for recovery, and while the server blocks
 // publishers (memory or disk alarm) it waits by ctx and then fails with an
-// error wrapping ErrBlocked and ctx's error. After Close it returns
-// ErrClosed at once.
+// error wrapping ErrBlocked and ctx's error. When ctx ends first, Publish
+// returns at once: messages of the call not yet written are not sent, and
+// those already written may still be delivered. Publish copies the bodies,
+// so the caller may reuse them as soon as it returns. After Close it
+// returns ErrClosed at once.
 func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
 	if b.isClosing() {
 		return fmt.Errorf("rabbit: publish: %w", broker.ErrClosed)

@@ -37,14 +37,15 @@
 // What it does not emulate: TLS, WebSockets and the Kafka endpoint; Azure
 // AD token validation (unless Config.TokenValidator does it); time-based
 // retention (only by count or bytes); the service's exact wording when it
-// detaches a link whose token expired; geo-replication (georeplication_factor is always 1);
-// namespace management (hubs and consumer groups are created through this
-// API or Config.AutoCreate, not ARM); capture, throttling units and quotas
-// beyond Config's limits; transactions; receiver settle mode "second"
-// (echoed, but deliveries are settled at once); partition-key / partition
-// conflicts (a key on a partition sender is stored, not refused); and the
-// exact partition-key hash of the service (keys map to partitions by
-// FNV-1a, stable within one emulator).
+// detaches a link whose token expired; geo-replication
+// (georeplication_factor is always 1); namespace management (hubs and
+// consumer groups are created through this API or Config.AutoCreate, not
+// ARM); capture, throttling units and quotas beyond Config's limits;
+// transactions; receiver settle mode "second" (echoed, but deliveries are
+// settled at once); partition-key / partition conflicts (a key on a
+// partition sender is stored, not refused); and the exact partition-key
+// hash of the service (keys map to partitions by FNV-1a, stable within one
+// emulator).
 package emulator
 
 import (
