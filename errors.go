@@ -101,3 +101,18 @@ type classified struct {
 func (c *classified) Error() string   { return c.err.Error() }
 func (c *classified) Unwrap() error   { return c.err }
 func (c *classified) Retryable() bool { return c.retryable }
+
+// MessageError is the error of one message of a Publish call: the server
+// refused it (ErrNacked), returned it (ErrUnroutable), or the message was
+// not sent. Index is the message's position in the call's msgs; ID is its
+// Message.ID. Publish returns the first such error of the call (wrapped);
+// take it with errors.As. Unwrap gives the cause, so errors.Is(err,
+// ErrNacked) works through it.
+type MessageError struct {
+	Index int
+	ID    string
+	Err   error
+}
+
+func (e *MessageError) Error() string { return e.Err.Error() }
+func (e *MessageError) Unwrap() error { return e.Err }

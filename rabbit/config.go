@@ -30,6 +30,12 @@ const (
 	// DefaultPublishChannels is the size of the confirm-mode channel pool
 	// publishes are spread over.
 	DefaultPublishChannels = 4
+	// DefaultPublishWindow bounds, per publishing channel, the messages
+	// written but not yet confirmed. Measured on loopback and at 1 ms and
+	// 10 ms round trips (make bench): 512 keeps a channel busy at 10 ms
+	// with 1 KiB messages while bounding what a call cut short leaves in
+	// flight.
+	DefaultPublishWindow = 512
 	// DefaultMaxMessageSize matches RabbitMQ's default max_message_size
 	// (128 MiB).
 	DefaultMaxMessageSize = 128 << 20
@@ -70,6 +76,10 @@ type Config struct {
 	// PublishChannels is the size of the publishing channel pool
 	// (DefaultPublishChannels).
 	PublishChannels int
+	// PublishWindow is how many messages one publishing channel may have
+	// written and not yet confirmed (DefaultPublishWindow). A Publish
+	// waits for room, by its ctx, before it writes more.
+	PublishWindow int
 	// MaxMessageSize is the largest Body Publish accepts
 	// (DefaultMaxMessageSize). Keep it at or below the server's
 	// max_message_size.
@@ -136,6 +146,9 @@ func (c Config) resolve() (*resolved, error) {
 	}
 	if r.PublishChannels <= 0 {
 		r.PublishChannels = DefaultPublishChannels
+	}
+	if r.PublishWindow <= 0 {
+		r.PublishWindow = DefaultPublishWindow
 	}
 	if r.MaxMessageSize <= 0 {
 		r.MaxMessageSize = DefaultMaxMessageSize

@@ -12,29 +12,28 @@ import (
 	"github.com/isobroker/broker"
 )
 
-// Message outcomes tracked per message of a Publish call.
+// Message outcomes of one round of a Publish call.
 const (
 	stPending  uint32 = iota
 	stAcked           // basic.ack
 	stNacked          // basic.nack
 	stReturned        // basic.return, then basic.ack
-	stLost            // the channel died before the confirm: resend
+	stLost            // the channel ended before the confirm: resend
 	stSkipped         // not sent: the call's ctx ended first
 )
 
-// batch is one Publish call's messages handed to a channel writer.
+// batch is one Publish call's messages. Publish hands it to a channel's
+// writer once per round (the first send, then one per resend); the writer
+// appends what it wrote to written, and Publish settles those from their
+// confirmations.
 type batch struct {
-	ctx      context.Context
-	topic    string
-	pubs     []amqp.Publishing
-	keys     []string
-	idx      []int // which of pubs to send
-	status   []uint32
-	reason   []string // reply text of returns
-	lostErr  atomic.Pointer[error]
-	pending  atomic.Int32
-	done     chan struct{}
-	chanFail atomic.Bool // the channel was closed by a server channel error
+	ctx    context.Context
+	topic  string
+	pubs   []amqp.Publishing
+	keys   []string
+	idx    []int    // the messages of this round
+	status []uint32 // per message; set by the writer for what it did not write
+	reason []string // reply text of returns
 
 	// The bodies are copies in arena (see arena.go). writing counts the
 	// writers inside a publish of this batch's messages; once finished is
@@ -43,6 +42,17 @@ type batch struct {
 	wmu      sync.Mutex
 	writing  int
 	finished bool
+	written  []written    // this round's writes, in order
+	complete bool         // the writer is done with this round
+	nudge    chan struct{} // capacity 1: something was appended, or complete
+}
+
+// written is one message the writer published.
+type written struct {
+	i     int
+	dc    *amqp.DeferredConfirmation
+	stamp int64 // its return stamp (mandatory publishes)
+	ok    bool  // false: the write failed (only counted for writing)
 }
 
 // startWrite reserves the batch's bodies for one write; false means
@@ -57,11 +67,59 @@ func (b *batch) startWrite() bool {
 	return true
 }
 
-// endWrite ends the write startWrite reserved.
-func (b *batch) endWrite() {
+// endWrite ends the write startWrite reserved, recording w when it was
+// written.
+func (b *batch) endWrite(w written) {
 	b.wmu.Lock()
 	b.writing--
+	if w.ok {
+		b.written = append(b.written, w)
+	}
 	b.wmu.Unlock()
+	b.poke()
+}
+
+// finishRound marks the messages the writer did not write with st and the
+// round as complete.
+func (b *batch) finishRound(rest []int, st uint32) {
+	for _, i := range rest {
+		atomic.StoreUint32(&b.status[i], st)
+	}
+	b.wmu.Lock()
+	b.complete = true
+	b.wmu.Unlock()
+	b.poke()
+}
+
+func (b *batch) poke() {
+	select {
+	case b.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// startRound prepares the batch for a round over todo.
+func (b *batch) startRound(todo []int) {
+	b.idx = todo
+	for _, i := range todo {
+		b.status[i] = stPending
+	}
+	b.wmu.Lock()
+	b.written = b.written[:0]
+	b.complete = false
+	b.wmu.Unlock()
+	select {
+	case <-b.nudge:
+	default:
+	}
+}
+
+// progress returns what the writer has written so far and whether it is
+// done with the round.
+func (b *batch) progress() ([]written, bool) {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	return b.written, b.complete
 }
 
 // recycle runs when Publish returns: no writer starts on the batch from
@@ -78,288 +136,55 @@ func (b *batch) recycle(pool *arenaPool) {
 	b.arena = nil
 }
 
-func (b *batch) resolve(i int, st uint32) {
-	atomic.StoreUint32(&b.status[i], st)
-	if b.pending.Add(-1) == 0 {
-		close(b.done)
-	}
-}
-
-// entry is one published, unconfirmed message on a channel.
-type entry struct {
-	tag      uint64
-	b        *batch
-	i        int
-	returned bool
-}
-
-// pubChannel is one confirm-mode channel of the publishing pool: a writer
-// goroutine that alone publishes on it, and a tracker goroutine that alone
-// reads its confirms, returns and close notification.
-type pubChannel struct {
-	s   *session
-	id  int
-	ch  *amqp.Channel
-	in  chan *batch   // unbuffered: a batch handed over is always resolved
-	end chan struct{} // closed when the channel is gone
-
-	mu     sync.Mutex
-	q      []entry // unconfirmed, in publish (= delivery tag) order
-	head   int
-	closed bool
-	err    *amqp.Error // why the channel closed
-}
-
-func (s *session) openPool(ctx context.Context) error {
-	s.pool = make([]atomic.Pointer[pubChannel], s.l.b.cfg.PublishChannels)
-	for i := range s.pool {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		ch, err := s.conn.Channel()
-		if err != nil {
-			return err
-		}
-		if err := ch.Confirm(false); err != nil {
-			return err
-		}
-		pc := &pubChannel{s: s, id: i, ch: ch, in: make(chan *batch), end: make(chan struct{})}
-		// Unbuffered on purpose: amqp091 hands over a basic.return before
-		// it processes the basic.ack of the same message, so a single
-		// tracker reading both sees the return first.
-		confirms := ch.NotifyPublish(make(chan amqp.Confirmation))
-		returns := ch.NotifyReturn(make(chan amqp.Return))
-		closes := ch.NotifyClose(make(chan *amqp.Error, 1))
-		s.pool[i].Store(pc)
-		s.l.b.wg.Add(2)
-		go func() {
-			defer s.l.b.wg.Done()
-			pc.track(confirms, returns, closes)
-		}()
-		go func() {
-			defer s.l.b.wg.Done()
-			pc.write()
-		}()
-	}
-	s.l.log.Debug("rabbit: publishing channels open in confirm mode", "host", s.ep.redacted, "channels", len(s.pool))
-	return nil
-}
-
-// pick returns a live channel of the pool, round robin, or nil.
-func (s *session) pick() *pubChannel {
-	n := len(s.pool)
-	start := int(s.rr.Add(1))
-	for i := range n {
-		pc := s.pool[(start+i)%n].Load()
-		if pc == nil {
-			continue
-		}
-		select {
-		case <-pc.end:
-		default:
-			return pc
-		}
-	}
-	return nil
-}
-
-// write publishes the batches handed to it until the channel is gone.
-func (pc *pubChannel) write() {
+// settleRound waits for the confirmation of every message the writer
+// writes in this round and records each one's outcome in status, until the
+// round is settled (nil) or ctx ends (the number of messages of the round
+// still unsettled, and ctx's error).
+func (b *batch) settleRound(ctx context.Context, pc *pubChannel) (int, error) {
+	next := 0
+	var ws []written
 	for {
+		var complete bool
+		ws, complete = b.progress()
+		for ; next < len(ws); next++ {
+			w := ws[next]
+			select {
+			case <-w.dc.Done():
+			case <-ctx.Done():
+				return len(b.idx) - next, ctx.Err()
+			}
+			switch {
+			case w.dc.Acked():
+				b.status[w.i] = stAcked
+			case pc.ch.IsClosed():
+				// Resolved by the channel's end, not by a nack.
+				b.status[w.i] = stLost
+			default:
+				b.status[w.i] = stNacked
+			}
+		}
+		if complete {
+			break // nothing is appended after complete
+		}
 		select {
-		case b := <-pc.in:
-			pc.publish(b)
-		case <-pc.end:
-			return
+		case <-b.nudge:
+		case <-ctx.Done():
+			return len(b.idx) - next, ctx.Err()
 		}
 	}
-}
-
-func (pc *pubChannel) publish(b *batch) {
-	mandatory := !pc.s.l.b.cfg.AllowUnroutable
-	// Read idx once: when the last message is resolved Publish may reuse
-	// the batch for a resend at once.
-	idx := b.idx
-	for k, i := range idx {
-		if b.ctx.Err() != nil || !b.startWrite() {
-			for _, j := range idx[k:] {
-				b.resolve(j, stSkipped)
-			}
-			return
-		}
-		// Read the tag before taking pc.mu: amqp091 may hold the lock
-		// behind GetNextPublishSeqNo while it hands a confirm to the
-		// tracker (out-of-order acks), and the tracker needs pc.mu to
-		// take it. This goroutine is the channel's only publisher, so
-		// the tag cannot change before the publish below.
-		tag := pc.ch.GetNextPublishSeqNo()
-		pc.mu.Lock()
-		if pc.closed {
-			pc.mu.Unlock()
-			b.endWrite()
-			for _, j := range idx[k:] {
-				b.resolve(j, stLost)
-			}
-			return
-		}
-		pc.q = append(pc.q, entry{tag: tag, b: b, i: i})
-		pc.mu.Unlock()
-		// The tracker resolves the entry: by confirm, or as lost when the
-		// channel closes (which a failed publish always leads to).
-		err := pc.ch.PublishWithContext(context.Background(), b.topic, b.keys[i], mandatory, false, b.pubs[i])
-		b.endWrite()
-		if err != nil {
-			pc.s.l.log.Debug("rabbit: publish write failed", "channel", pc.id, "err", err)
-			for _, j := range idx[k+1:] {
-				b.resolve(j, stLost)
-			}
-			return
+	if pc.s.l.b.cfg.AllowUnroutable || len(ws) == 0 {
+		return 0, nil
+	}
+	if !pc.syncReturns(ctx) {
+		return len(ws), ctx.Err()
+	}
+	for _, w := range ws {
+		if why, ok := pc.takeReturn(w.stamp); ok && b.status[w.i] == stAcked {
+			b.status[w.i] = stReturned
+			b.reason[w.i] = why
 		}
 	}
-}
-
-// track reads confirms and returns until the channel closes, then fails
-// every unconfirmed message as lost.
-func (pc *pubChannel) track(confirms chan amqp.Confirmation, returns chan amqp.Return, closes chan *amqp.Error) {
-	for confirms != nil || returns != nil || closes != nil {
-		select {
-		case c, ok := <-confirms:
-			if !ok {
-				confirms = nil
-				continue
-			}
-			pc.confirm(c)
-		case r, ok := <-returns:
-			if !ok {
-				returns = nil
-				continue
-			}
-			pc.markReturned(r)
-		case e, ok := <-closes:
-			if !ok {
-				closes = nil
-				continue
-			}
-			pc.mu.Lock()
-			pc.err = e
-			pc.mu.Unlock()
-		}
-	}
-	pc.mu.Lock()
-	pc.closed = true
-	rest := pc.q[pc.head:]
-	pc.q, pc.head = nil, 0
-	cerr := pc.err
-	pc.mu.Unlock()
-	close(pc.end)
-	// A channel error closes just this channel; a connection error closes
-	// the connection first (amqp091 marks it closed before its channels).
-	serverChannelError := cerr != nil && cerr.Server && !pc.s.conn.IsClosed()
-	if serverChannelError {
-		pc.s.l.log.Warn("rabbit: publishing channel closed by the server", "channel", pc.id, "reason", errorText(cerr))
-		pc.s.forgetDeclared()
-	}
-	var werr error
-	if cerr != nil {
-		werr = wireError("rabbit: publishing channel closed", cerr)
-	}
-	for _, e := range rest {
-		if werr != nil {
-			e.b.lostErr.CompareAndSwap(nil, &werr)
-		}
-		if serverChannelError {
-			e.b.chanFail.Store(true)
-		}
-		e.b.resolve(e.i, stLost)
-	}
-	if serverChannelError {
-		pc.s.l.b.wg.Add(1)
-		go func() {
-			defer pc.s.l.b.wg.Done()
-			pc.s.replace(pc)
-		}()
-	}
-}
-
-func (pc *pubChannel) confirm(c amqp.Confirmation) {
-	pc.mu.Lock()
-	if pc.head >= len(pc.q) {
-		pc.mu.Unlock()
-		pc.s.l.log.Error("rabbit: confirm for an unknown delivery tag", "channel", pc.id, "tag", c.DeliveryTag)
-		return
-	}
-	e := pc.q[pc.head]
-	if e.tag != c.DeliveryTag {
-		// amqp091 delivers confirms in tag order, one per tag; anything
-		// else is a bug worth knowing about.
-		pc.s.l.log.Error("rabbit: confirm out of order", "channel", pc.id, "tag", c.DeliveryTag, "want", e.tag)
-	}
-	pc.q[pc.head] = entry{}
-	pc.head++
-	if pc.head == len(pc.q) {
-		pc.q, pc.head = pc.q[:0], 0
-	} else if pc.head > 1024 && pc.head*2 > len(pc.q) {
-		n := copy(pc.q, pc.q[pc.head:])
-		pc.q, pc.head = pc.q[:n], 0
-	}
-	pc.mu.Unlock()
-	switch {
-	case !c.Ack:
-		e.b.resolve(e.i, stNacked)
-	case e.returned:
-		e.b.resolve(e.i, stReturned)
-	default:
-		e.b.resolve(e.i, stAcked)
-	}
-}
-
-// markReturned flags the oldest unconfirmed message the return matches
-// (exchange, routing key, message id). RabbitMQ sends basic.return before
-// the message's basic.ack, and the tracker sees them in that order.
-func (pc *pubChannel) markReturned(r amqp.Return) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	for k := pc.head; k < len(pc.q); k++ {
-		e := &pc.q[k]
-		if e.returned || e.b.topic != r.Exchange || e.b.keys[e.i] != r.RoutingKey || e.b.pubs[e.i].MessageId != r.MessageId {
-			continue
-		}
-		e.returned = true
-		e.b.reason[e.i] = fmt.Sprintf("%d %s", r.ReplyCode, r.ReplyText)
-		return
-	}
-	pc.s.l.log.Error("rabbit: return matches no unconfirmed message", "exchange", r.Exchange, "key", r.RoutingKey)
-}
-
-// replace reopens a pool channel the server closed with a channel error,
-// while the connection lives.
-func (s *session) replace(old *pubChannel) {
-	if s.isDead() {
-		return
-	}
-	ch, err := s.conn.Channel()
-	if err == nil {
-		err = ch.Confirm(false)
-	}
-	if err != nil {
-		s.l.log.Warn("rabbit: reopening publishing channel failed", "channel", old.id, "err", err)
-		return
-	}
-	pc := &pubChannel{s: s, id: old.id, ch: ch, in: make(chan *batch), end: make(chan struct{})}
-	confirms := ch.NotifyPublish(make(chan amqp.Confirmation))
-	returns := ch.NotifyReturn(make(chan amqp.Return))
-	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
-	s.l.b.wg.Add(2)
-	go func() {
-		defer s.l.b.wg.Done()
-		pc.track(confirms, returns, closes)
-	}()
-	go func() {
-		defer s.l.b.wg.Done()
-		pc.write()
-	}()
-	s.pool[old.id].Store(pc)
-	s.l.log.Info("rabbit: publishing channel reopened", "channel", old.id)
+	return 0, nil
 }
 
 // maxChannelErrors bounds how often one Publish call resends after server
@@ -370,18 +195,28 @@ const maxChannelErrors = 3
 // Publish sends msgs to topic's exchange (declared durable, type topic, on
 // first use per connection) as persistent messages with routing key
 // Message.Key, pipelined on a pool of confirm-mode channels, and returns
-// nil once the server confirmed every one.
+// nil once the server confirmed every one. Every outcome is the server's
+// answer for that very message: its own basic.ack or basic.nack, and a
+// basic.return matched by a stamp unique to the publish.
 //
 // A message the server nacks fails the call with ErrNacked; a message no
 // queue is bound for fails it with ErrUnroutable (unless
-// Config.AllowUnroutable). When the connection is lost before a message is
-// confirmed, Publish transparently resends it on the recovered connection
-// until ctx ends: delivery is at-least-once, so such a message may arrive
-// twice. Publish waits for recovery, and while the server blocks
-// publishers (memory or disk alarm) it waits by ctx and then fails with an
-// error wrapping ErrBlocked and ctx's error. When ctx ends first, Publish
-// returns at once: messages of the call not yet written are not sent, and
-// those already written may still be delivered. Publish copies the bodies,
+// Config.AllowUnroutable). The error names the first failed message of the
+// call as a *broker.MessageError; the other messages of the call may have
+// been taken. When the connection or channel is lost before a message is
+// confirmed, Publish transparently resends it on a live channel until ctx
+// ends: delivery is at-least-once, so such a message may arrive twice.
+// Publish waits for recovery, and while the server blocks publishers
+// (memory or disk alarm) it waits by ctx and then fails with an error
+// wrapping ErrBlocked and ctx's error.
+//
+// At most Config.PublishWindow messages per channel are written ahead of
+// their confirms; Publish waits for room by ctx. When ctx ends first,
+// Publish returns at once with ctx's error: the messages it had written
+// may still be delivered, and it writes nothing more (a write already on
+// the socket completes). Fields AMQP 0-9-1 bounds are checked first (see
+// the errors wrapping ErrInvalidOption), so that a bad message fails
+// alone, before anything of the call is sent. Publish copies the bodies,
 // so the caller may reuse them as soon as it returns. After Close it
 // returns ErrClosed at once.
 func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
@@ -391,14 +226,9 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if err := broker.CheckPublish(topic, msgs, b.cfg.MaxMessageSize); err != nil {
 		return fmt.Errorf("rabbit: publish to %q: %w", topic, err)
 	}
-	if len(topic) > 255 {
-		return fmt.Errorf("rabbit: publish: %w: topic is %d bytes, RabbitMQ allows 255", broker.ErrInvalidOption, len(topic))
-	}
-	for i, m := range msgs {
-		if len(m.Key) > 255 {
-			return fmt.Errorf("rabbit: publish to %q: message %d: %w: key is %d bytes, RabbitMQ allows 255",
-				topic, i, broker.ErrInvalidOption, len(m.Key))
-		}
+	propsSize, err := checkPublishFields(topic, msgs)
+	if err != nil {
+		return fmt.Errorf("rabbit: publish to %q: %w", topic, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("rabbit: publish to %q: %w", topic, err)
@@ -427,6 +257,9 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 		if err == errSessionLost {
 			continue
 		}
+		if err == nil {
+			err = checkFrame(propsSize, s.conn.Config.FrameSize)
+		}
 		if err != nil {
 			return fmt.Errorf("rabbit: publish to %q: %w", topic, err)
 		}
@@ -440,9 +273,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 			}
 			continue
 		}
-		bt.idx = todo
-		bt.done = make(chan struct{})
-		bt.pending.Store(int32(len(todo)))
+		bt.startRound(todo)
 		select {
 		case pc.in <- bt:
 		case <-pc.end:
@@ -450,54 +281,63 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 		case <-ctx.Done():
 			return fmt.Errorf("rabbit: publish to %q: %w", topic, s.ctxErr(ctx))
 		}
-		select {
-		case <-bt.done:
-		case <-ctx.Done():
-			return fmt.Errorf("rabbit: publish to %q: %d message(s) unconfirmed: %w", topic, bt.pending.Load(), s.ctxErr(ctx))
+		if n, err := bt.settleRound(ctx, pc); err != nil {
+			return fmt.Errorf("rabbit: publish to %q: %d message(s) unconfirmed: %w", topic, n, s.ctxErr(ctx))
 		}
 		var lost []int
 		var firstErr error
 		for _, i := range todo {
-			switch atomic.LoadUint32(&bt.status[i]) {
+			st := atomic.LoadUint32(&bt.status[i])
+			switch st {
 			case stAcked:
-			case stNacked:
-				if firstErr == nil {
-					firstErr = fmt.Errorf("rabbit: publish to %q: message %d (id %q): %w", topic, i, bt.pubs[i].MessageId, broker.ErrNacked)
-				}
-			case stReturned:
-				if firstErr == nil {
-					firstErr = fmt.Errorf("rabbit: publish to %q: message %d (id %q, key %q) reached no queue (%s): %w",
-						topic, i, bt.pubs[i].MessageId, bt.keys[i], bt.reason[i], broker.ErrUnroutable)
-				}
-			case stSkipped:
-				if firstErr == nil {
-					firstErr = fmt.Errorf("rabbit: publish to %q: message %d not sent: %w", topic, i, s.ctxErr(ctx))
-				}
-			default: // stLost
+			case stLost:
 				lost = append(lost, i)
+			default:
+				if firstErr == nil {
+					firstErr = bt.messageError(i, st, s.ctxErr(ctx))
+				}
 			}
 		}
 		if firstErr != nil {
-			return firstErr
+			return fmt.Errorf("rabbit: publish to %q: %w", topic, firstErr)
 		}
 		if len(lost) == 0 {
 			return nil
 		}
-		if bt.chanFail.Load() {
+		// The channel ended: learn why before deciding to resend.
+		select {
+		case <-pc.end:
+		case <-ctx.Done():
+			return fmt.Errorf("rabbit: publish to %q: %d message(s) unconfirmed: %w", topic, len(lost), s.ctxErr(ctx))
+		}
+		if cerr, serverCh := pc.closeReason(); serverCh {
 			channelErrors++
 			if channelErrors >= maxChannelErrors {
-				cause := error(broker.ErrUnavailable)
-				if p := bt.lostErr.Load(); p != nil {
-					cause = *p
-				}
 				return fmt.Errorf("rabbit: publish to %q: %d message(s) unconfirmed after %d channel errors: %w",
-					topic, len(lost), channelErrors, cause)
+					topic, len(lost), channelErrors, wireError("rabbit: publishing channel closed", cerr))
 			}
 		}
 		b.log.Debug("rabbit: resending unconfirmed messages", "topic", topic, "count", len(lost))
 		todo = lost
-		bt.chanFail.Store(false)
 	}
+}
+
+// messageError is the error of message i whose round ended in st.
+func (b *batch) messageError(i int, st uint32, ctxErr error) error {
+	id := b.pubs[i].MessageId
+	var err error
+	switch st {
+	case stNacked:
+		err = fmt.Errorf("message %d (id %q): %w", i, id, broker.ErrNacked)
+	case stReturned:
+		err = fmt.Errorf("message %d (id %q, key %q) reached no queue (%s): %w", i, id, b.keys[i], b.reason[i], broker.ErrUnroutable)
+	default: // stSkipped
+		if ctxErr == nil {
+			ctxErr = context.Canceled
+		}
+		err = fmt.Errorf("message %d (id %q) not sent: %w", i, id, ctxErr)
+	}
+	return &broker.MessageError{Index: i, ID: id, Err: err}
 }
 
 func newBatch(ctx context.Context, topic string, msgs []*broker.Message, arenas *arenaPool) *batch {
@@ -513,14 +353,16 @@ func newBatch(ctx context.Context, topic string, msgs []*broker.Message, arenas 
 		buf = *arena
 	}
 	bt := &batch{
-		ctx:    ctx,
-		topic:  topic,
-		pubs:   make([]amqp.Publishing, n),
-		keys:   make([]string, n),
-		idx:    make([]int, n),
-		status: make([]uint32, n),
-		reason: make([]string, n),
-		arena:  arena,
+		ctx:     ctx,
+		topic:   topic,
+		pubs:    make([]amqp.Publishing, n),
+		keys:    make([]string, n),
+		idx:     make([]int, n),
+		status:  make([]uint32, n),
+		reason:  make([]string, n),
+		arena:   arena,
+		written: make([]written, 0, n),
+		nudge:   make(chan struct{}, 1),
 	}
 	for i, m := range msgs {
 		p := amqp.Publishing{
@@ -532,7 +374,7 @@ func newBatch(ctx context.Context, topic string, msgs []*broker.Message, arenas 
 		}
 		buf = buf[len(m.Body):]
 		if len(m.Headers) > 0 {
-			h := make(amqp.Table, len(m.Headers))
+			h := make(amqp.Table, len(m.Headers)+1)
 			for k, v := range m.Headers {
 				h[k] = v
 			}

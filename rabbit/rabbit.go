@@ -37,6 +37,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/isobroker/broker"
@@ -56,7 +57,8 @@ type Broker struct {
 	wg         sync.WaitGroup
 
 	pub    *link
-	arenas arenaPool // Publish's body copies, recycled (arena.go)
+	arenas arenaPool    // Publish's body copies, recycled (arena.go)
+	stamps atomic.Int64 // the last return stamp issued (pubchannel.go)
 
 	mu       sync.Mutex
 	closed   bool

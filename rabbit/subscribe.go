@@ -78,8 +78,8 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
 	cfg.Prefetch = cfg.PrefetchOr(max(2*cfg.Concurrency, 16))
-	if len(topic) > 255 {
-		return nil, fmt.Errorf("rabbit: subscribe: %w: topic is %d bytes, RabbitMQ allows 255", broker.ErrInvalidOption, len(topic))
+	if err := checkName("topic (exchange name)", topic); err != nil {
+		return nil, fmt.Errorf("rabbit: subscribe: %w", err)
 	}
 	keys := []string{"#"}
 	queue := ""
@@ -92,6 +92,12 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 			if len(v) == 0 {
 				return nil, fmt.Errorf("rabbit: subscribe to %q: %w: empty BindingKeys", topic, broker.ErrInvalidOption)
 			}
+			for _, k := range v {
+				if len(k) > maxShortString {
+					return nil, fmt.Errorf("rabbit: subscribe to %q: %w: binding key %.20q… is %d bytes, AMQP 0-9-1 allows %d",
+						topic, broker.ErrInvalidOption, k, len(k), maxShortString)
+				}
+			}
 			keys = append([]string(nil), v...)
 		case QueueName:
 			if cfg.Group == "" || v == "" {
@@ -102,8 +108,8 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 			return nil, fmt.Errorf("rabbit: subscribe to %q: %w: unknown driver option %T", topic, broker.ErrInvalidOption, o)
 		}
 	}
-	if len(queue) > 255 {
-		return nil, fmt.Errorf("rabbit: subscribe to %q: %w: queue name %q is longer than 255 bytes", topic, broker.ErrInvalidOption, queue)
+	if err := checkName("queue name", queue); err != nil {
+		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
@@ -356,9 +362,12 @@ func (s *subscription) handle(d *amqp.Delivery) (err error) {
 	if m.Metadata.Topic == "" {
 		m.Metadata.Topic = s.topic
 	}
-	if len(d.Headers) > 0 {
+	if len(d.Headers) > 0 && !(len(d.Headers) == 1 && d.Headers[stampHeader] != nil) {
 		m.Headers = make(map[string]string, len(d.Headers))
 		for k, v := range d.Headers {
+			if k == stampHeader {
+				continue // the adapter's own return stamp
+			}
 			switch x := v.(type) {
 			case string:
 				m.Headers[k] = x

@@ -1,0 +1,379 @@
+package rabbit
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// How a publishing channel learns each message's fate.
+//
+// Confirms: every message is written with PublishWithDeferredConfirm, and
+// its outcome is read from its own DeferredConfirmation, which amqp091-go
+// resolves from the basic.ack / basic.nack naming that delivery tag (a
+// multiple ack or nack resolves only the tags still waiting). We never use
+// NotifyPublish: it expands a multiple ack over an earlier out-of-order
+// nack (reporting the nacked message as acked) and abandons a listener
+// that does not take a confirmation within 5 s. A DeferredConfirmation
+// that resolves negatively while the channel is closed was resolved by the
+// channel's end, not by the server: the message counts as lost and is
+// resent (amqp091 marks the channel closed before it resolves the waiting
+// confirmations, so the check cannot miss it).
+//
+// Returns: a mandatory message that reached no queue comes back as a
+// basic.return before its basic.ack. Each such message carries a stamp
+// header unique within its Broker (stampHeader, removed again on delivery)
+// and the return reader records returned stamps. A Publish that has its
+// acks asks the reader for a barrier: amqp091 hands a return to the reader
+// before it processes the ack that follows, so once the reader has drained
+// what it was handed, every return of those messages is recorded.
+//
+// Window: a channel's writer lets at most Config.PublishWindow messages be
+// written and not yet resolved; it waits for the oldest to resolve before
+// writing more.
+
+// stampHeader carries a publish's return stamp. The adapter sets it on
+// mandatory publishes and strips it from deliveries; a user header of that
+// name is refused.
+const stampHeader = "x-isobroker-stamp"
+
+// pubChannel is one confirm-mode channel of the publishing pool: a writer
+// goroutine that alone publishes on it, and a return reader that drains its
+// returns and its close notification.
+type pubChannel struct {
+	s   *session
+	id  int
+	ch  *amqp.Channel
+	in  chan *batch   // unbuffered: a batch handed over is always finished
+	end chan struct{} // closed when the channel is gone
+
+	barrier    chan chan struct{} // return-reader barriers
+	readerDone chan struct{}      // closed when the return reader has returned
+
+	mu       sync.Mutex
+	returned map[int64]string // stamp → the return's reply
+	err      *amqp.Error      // why the channel closed
+	serverCh bool             // closed by a server channel error, the connection alive
+}
+
+// openChannel opens one confirm-mode channel of the pool and starts its
+// goroutines.
+func (s *session) openChannel(id int) (*pubChannel, error) {
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	pc := &pubChannel{
+		s: s, id: id, ch: ch,
+		in:         make(chan *batch),
+		end:        make(chan struct{}),
+		barrier:    make(chan chan struct{}),
+		readerDone: make(chan struct{}),
+		returned:   make(map[int64]string),
+	}
+	// Buffered so that amqp091's reader never waits on ours; a barrier
+	// drains whatever is buffered.
+	returns := ch.NotifyReturn(make(chan amqp.Return, 64))
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	s.l.b.wg.Add(2)
+	go func() {
+		defer s.l.b.wg.Done()
+		pc.readReturns(returns, closes)
+	}()
+	go func() {
+		defer s.l.b.wg.Done()
+		pc.write()
+	}()
+	return pc, nil
+}
+
+func (s *session) openPool(ctx context.Context) error {
+	s.pool = make([]atomic.Pointer[pubChannel], s.l.b.cfg.PublishChannels)
+	for i := range s.pool {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		pc, err := s.openChannel(i)
+		if err != nil {
+			return err
+		}
+		s.pool[i].Store(pc)
+	}
+	s.l.log.Debug("rabbit: publishing channels open in confirm mode", "host", s.ep.redacted,
+		"channels", len(s.pool), "window", s.l.b.cfg.PublishWindow)
+	return nil
+}
+
+// pick returns a live channel of the pool, round robin, or nil.
+func (s *session) pick() *pubChannel {
+	n := len(s.pool)
+	start := int(s.rr.Add(1))
+	for i := range n {
+		pc := s.pool[(start+i)%n].Load()
+		if pc == nil {
+			continue
+		}
+		select {
+		case <-pc.end:
+		default:
+			return pc
+		}
+	}
+	return nil
+}
+
+// dcRing is the writer's window: the confirmations of the messages it
+// wrote, oldest first.
+type dcRing struct {
+	buf        []*amqp.DeferredConfirmation
+	head, size int
+}
+
+func (r *dcRing) push(dc *amqp.DeferredConfirmation) {
+	r.buf[(r.head+r.size)%len(r.buf)] = dc
+	r.size++
+}
+
+func (r *dcRing) oldest() *amqp.DeferredConfirmation { return r.buf[r.head] }
+
+func (r *dcRing) pop() {
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+}
+
+// write publishes the batches handed to it until the channel is gone.
+func (pc *pubChannel) write() {
+	win := &dcRing{buf: make([]*amqp.DeferredConfirmation, pc.s.l.b.cfg.PublishWindow)}
+	var scratch amqp.Table // headers of a stamped message without headers of its own
+	for {
+		select {
+		case b := <-pc.in:
+			pc.publish(b, win, &scratch)
+		case <-pc.end:
+			return
+		}
+	}
+}
+
+// publish writes the messages of b's round, each once there is room in the
+// window, until the round is written, b's ctx ends (the rest is skipped)
+// or the channel fails (the rest is lost, to be resent).
+func (pc *pubChannel) publish(b *batch, win *dcRing, scratch *amqp.Table) {
+	mandatory := !pc.s.l.b.cfg.AllowUnroutable
+	// Read idx once: when the round is finished Publish may start the
+	// next one on the same batch.
+	idx := b.idx
+	for k, i := range idx {
+		for win.size == len(win.buf) {
+			select {
+			case <-win.oldest().Done():
+				win.pop()
+			case <-b.ctx.Done():
+				b.finishRound(idx[k:], stSkipped)
+				return
+			case <-pc.end:
+				b.finishRound(idx[k:], stLost)
+				return
+			}
+		}
+		if b.ctx.Err() != nil || !b.startWrite() {
+			b.finishRound(idx[k:], stSkipped)
+			return
+		}
+		p := b.pubs[i]
+		var stamp int64
+		if mandatory {
+			stamp = pc.s.l.b.stamps.Add(1)
+			if p.Headers == nil {
+				if *scratch == nil {
+					*scratch = amqp.Table{}
+				}
+				p.Headers = *scratch
+			}
+			// amqp091 encodes the table before PublishWithDeferredConfirm
+			// returns, so the scratch table is free again afterwards.
+			p.Headers[stampHeader] = stamp
+		}
+		dc, err := pc.ch.PublishWithDeferredConfirm(b.topic, b.keys[i], mandatory, false, p)
+		if err != nil {
+			b.endWrite(written{})
+			pc.s.l.log.Debug("rabbit: publish write failed", "channel", pc.id, "err", err)
+			b.finishRound(idx[k:], stLost)
+			return
+		}
+		win.push(dc)
+		b.endWrite(written{i: i, dc: dc, stamp: stamp, ok: true})
+		// Keep the window short without waiting: drop what resolved.
+		for win.size > 0 && isDone(win.oldest()) {
+			win.pop()
+		}
+	}
+	b.finishRound(nil, 0)
+}
+
+func isDone(dc *amqp.DeferredConfirmation) bool {
+	select {
+	case <-dc.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// readReturns records the channel's returns and answers barriers until the
+// channel closes, then marks the channel gone and, after a server channel
+// error, has it replaced.
+func (pc *pubChannel) readReturns(returns chan amqp.Return, closes chan *amqp.Error) {
+	defer close(pc.readerDone)
+	ended := false
+	markEnd := func(e *amqp.Error) {
+		if ended {
+			return
+		}
+		ended = true
+		pc.mu.Lock()
+		pc.err = e
+		// A channel error closes just this channel; a connection error
+		// closes the connection first (amqp091 marks it closed before its
+		// channels).
+		pc.serverCh = e != nil && e.Server && !pc.s.conn.IsClosed()
+		pc.mu.Unlock()
+		close(pc.end)
+	}
+	for returns != nil || closes != nil {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			pc.record(r)
+		case e, ok := <-closes:
+			if !ok {
+				closes = nil
+				markEnd(nil)
+				continue
+			}
+			markEnd(e)
+		case req := <-pc.barrier:
+			for drained := false; !drained && returns != nil; {
+				select {
+				case r, ok := <-returns:
+					if !ok {
+						returns = nil
+						continue
+					}
+					pc.record(r)
+				default:
+					drained = true
+				}
+			}
+			close(req)
+		}
+	}
+	markEnd(nil)
+	pc.mu.Lock()
+	serverCh, cerr := pc.serverCh, pc.err
+	pc.mu.Unlock()
+	if serverCh {
+		pc.s.l.log.Warn("rabbit: publishing channel closed by the server", "channel", pc.id, "reason", errorText(cerr))
+		pc.s.forgetDeclared()
+		pc.s.l.b.wg.Go(func() { pc.s.replace(pc) }) // this goroutine counts in wg: Add cannot race Wait
+	}
+}
+
+// record notes a return by its stamp. A return without a stamp we issued
+// is an inconsistency nothing can resolve: the channel is failed, so that
+// its unconfirmed messages are resent.
+func (pc *pubChannel) record(r amqp.Return) {
+	stamp, ok := r.Headers[stampHeader].(int64)
+	if !ok || stamp <= 0 || stamp > pc.s.l.b.stamps.Load() {
+		pc.s.l.log.Error("rabbit: a return that no publish of this broker stamped; failing the channel",
+			"channel", pc.id, "exchange", r.Exchange, "key", r.RoutingKey)
+		go func() { _ = pc.ch.Close() }()
+		return
+	}
+	pc.mu.Lock()
+	pc.returned[stamp] = r.ReplyText
+	if r.ReplyCode != 0 {
+		pc.returned[stamp] = strconv.Itoa(int(r.ReplyCode)) + " " + r.ReplyText
+	}
+	pc.mu.Unlock()
+}
+
+// syncReturns returns once every return amqp091 handed over before the call
+// is recorded, or ctx ends (false).
+func (pc *pubChannel) syncReturns(ctx context.Context) bool {
+	req := make(chan struct{})
+	select {
+	case pc.barrier <- req:
+	case <-pc.readerDone:
+		return true // it recorded everything before it returned
+	case <-ctx.Done():
+		return false
+	}
+	select {
+	case <-req:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// takeReturn removes and returns the reply recorded for stamp.
+func (pc *pubChannel) takeReturn(stamp int64) (string, bool) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	why, ok := pc.returned[stamp]
+	if ok {
+		delete(pc.returned, stamp)
+	}
+	return why, ok
+}
+
+// closeReason is why the channel closed and whether it was a server channel
+// error; valid once end is closed.
+func (pc *pubChannel) closeReason() (*amqp.Error, bool) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.err, pc.serverCh
+}
+
+// replace reopens a pool channel the server closed with a channel error,
+// while the connection lives, retrying with backoff until it succeeds or
+// the connection ends.
+func (s *session) replace(old *pubChannel) {
+	delay := s.l.b.cfg.ReconnectInitial
+	for attempt := 1; ; attempt++ {
+		if s.isDead() {
+			return
+		}
+		pc, err := s.openChannel(old.id)
+		if err == nil {
+			s.pool[old.id].Store(pc)
+			s.l.log.Info("rabbit: publishing channel reopened", "channel", old.id, "attempt", attempt)
+			return
+		}
+		s.l.log.Warn("rabbit: reopening publishing channel failed", "channel", old.id, "attempt", attempt, "err", err, "wait", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-s.dead:
+			t.Stop()
+			return
+		case <-s.l.b.killed:
+			t.Stop()
+			return
+		}
+		delay = min(delay*2, s.l.b.cfg.ReconnectMax)
+	}
+}
