@@ -42,8 +42,8 @@ type batch struct {
 	wmu      sync.Mutex
 	writing  int
 	finished bool
-	written  []written    // this round's writes, in order
-	complete bool         // the writer is done with this round
+	written  []written     // this round's writes, in order
+	complete bool          // the writer is done with this round
 	nudge    chan struct{} // capacity 1: something was appended, or complete
 }
 
