@@ -336,7 +336,13 @@ func (s *suite) testExpiredContext(t *testing.T) {
 
 // testShortPublishContext: a large Publish under a short deadline, against
 // a subscriber that holds everything up, returns by the deadline (nil or
-// the deadline error), and the broker keeps working afterwards.
+// the deadline error), and the broker keeps working afterwards. What the
+// contract promises about the messages of a call cut short: each one the
+// call did not confirm may or may not be delivered (at-least-once; one
+// that was written before the return can be routed after it, to any queue
+// bound by then), and none is delivered twice because of the cut. So a new
+// subscription may see some of them, each at most once, and the broker's
+// next Publish is delivered.
 func (s *suite) testShortPublishContext(t *testing.T) {
 	b := s.open(t)
 	topic := s.h.NewTopic(t)
@@ -371,8 +377,16 @@ func (s *suite) testShortPublishContext(t *testing.T) {
 	c := newCollector()
 	s.subscribe(t, b, topic, c.handle)
 	s.publish(t, b, topic, msg("after"))
-	if got := s.takeUntil(t, c, "after"); len(got) > 0 {
-		t.Errorf("new private subscription got older messages: %v", ids(got)[:min(5, len(got))])
+	got := s.takeUntil(t, c, "after")
+	seen := make(map[string]bool, len(got))
+	for _, m := range got {
+		if seen[m.ID] {
+			t.Errorf("message %q of the cut call delivered twice to one subscription", m.ID)
+		}
+		seen[m.ID] = true
+	}
+	if len(got) > 0 {
+		t.Logf("%d message(s) of the cut call, written before it returned, reached the new subscription", len(got))
 	}
 }
 

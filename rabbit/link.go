@@ -163,11 +163,18 @@ func (l *link) start(first *session) {
 // killed).
 func (l *link) waitSupervisor() { <-l.superDone }
 
+// healthySession is how long a session must live for its loss to restart
+// the backoff. One that dies sooner (a server that accepts and then drops
+// the connection, a message the server refuses with a connection error)
+// counts as a failed attempt: the next dial waits its backoff step.
+const healthySession = time.Second
+
 // supervise keeps the link connected until the broker is killed.
 func (l *link) supervise(s *session) {
+	delay := l.b.cfg.ReconnectInitial
 	for {
 		if s == nil {
-			s = l.reconnect()
+			s = l.reconnect(delay)
 			if s == nil {
 				return // broker killed
 			}
@@ -185,19 +192,44 @@ func (l *link) supervise(s *session) {
 			return
 		}
 		err := s.deathErr()
-		l.log.Warn("rabbit: connection lost", "host", s.ep.redacted, "err", err,
-			"up", time.Since(s.openedAt).Round(time.Millisecond))
+		up := time.Since(s.openedAt)
+		l.log.Warn("rabbit: connection lost", "host", s.ep.redacted, "err", err, "up", up.Round(time.Millisecond))
 		l.lost(s, err)
 		s = nil
+		if up >= healthySession {
+			delay = l.b.cfg.ReconnectInitial
+			continue
+		}
+		// Died right after it opened: back off before the next dial.
+		wait := jitter(delay)
+		l.log.Warn("rabbit: connection died right after it opened; backing off", "up", up.Round(time.Millisecond), "wait", wait.Round(time.Millisecond))
+		if !l.sleep(wait) {
+			return
+		}
+		delay = min(delay*2, l.b.cfg.ReconnectMax)
+	}
+}
+
+// jitter returns a random duration in [d/2, d].
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
+
+// sleep waits d; false when the broker was killed first.
+func (l *link) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.b.killed:
+		return false
 	}
 }
 
 // reconnect dials until a session opens or the broker is killed. Each round
 // tries every endpoint once, starting with the one that worked last; rounds
-// are separated by exponential backoff with jitter.
-func (l *link) reconnect() *session {
+// are separated by exponential backoff with jitter, starting at delay.
+func (l *link) reconnect(delay time.Duration) *session {
 	begin := time.Now()
-	delay := l.b.cfg.ReconnectInitial
 	eps := l.b.cfg.endpoints
 	attempt := 0
 	for round := 1; ; round++ {
@@ -224,14 +256,9 @@ func (l *link) reconnect() *session {
 			l.log.Warn("rabbit: reconnect attempt failed", "host", eps[idx].redacted, "attempt", attempt,
 				"elapsed", time.Since(begin).Round(time.Millisecond), "err", err)
 		}
-		// Jitter: wait a random time in [delay/2, delay].
-		wait := delay/2 + rand.N(delay/2+1)
+		wait := jitter(delay)
 		l.log.Info("rabbit: backing off before next reconnect round", "round", round, "wait", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-l.b.killed:
-			t.Stop()
+		if !l.sleep(wait) {
 			return nil
 		}
 		delay = min(delay*2, l.b.cfg.ReconnectMax)

@@ -60,6 +60,8 @@ type Broker struct {
 	arenas arenaPool    // Publish's body copies, recycled (arena.go)
 	stamps atomic.Int64 // the last return stamp issued (pubchannel.go)
 
+	stateMu sync.Mutex // serializes updateState
+
 	mu       sync.Mutex
 	closed   bool
 	sub      *link
@@ -179,8 +181,12 @@ func (b *Broker) isClosing() bool {
 	}
 }
 
-// updateState recomputes the state from the links.
+// updateState recomputes the state from the links and publishes it, both
+// under stateMu, so that a later computation is never overtaken by an
+// earlier one.
 func (b *Broker) updateState(cause error) {
+	b.stateMu.Lock()
+	defer b.stateMu.Unlock()
 	if b.isClosing() {
 		return
 	}
@@ -255,7 +261,9 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 	b.mu.Unlock()
 	begin := time.Now()
+	b.stateMu.Lock() // no updateState publishes after closed
 	b.state.Set(broker.StateClosed, nil)
+	b.stateMu.Unlock()
 	b.log.Info("rabbit: closing", "subscriptions", len(subs))
 
 	var errs []error
@@ -296,7 +304,7 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 	b.wg.Wait()
 	for _, s := range subs {
-		s.waitRunner(ctx)
+		s.waitRunnerAfterKill(ctx)
 	}
 	if len(errs) > 0 {
 		err := errors.Join(errs...)

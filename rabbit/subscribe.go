@@ -410,11 +410,20 @@ func (s *subscription) waitHandlers(ctx context.Context) error {
 	}
 }
 
-// waitRunner waits for the runner to return, or ctx to end.
-func (s *subscription) waitRunner(ctx context.Context) {
+// waitRunnerAfterKill waits for the runner once the connections are
+// gone, when nothing but a handler can hold it: until it returns, or, once
+// ctx has ended, only if no handler is still running (a handler that
+// ignores its cancelled ctx is the one thing Close does not wait for).
+func (s *subscription) waitRunnerAfterKill(ctx context.Context) {
 	select {
 	case <-s.done:
+		return
 	case <-ctx.Done():
+	}
+	select {
+	case <-s.idle:
+		<-s.done // every amqp091 call fails at once on a closed connection
+	default:
 	}
 }
 
