@@ -8,7 +8,7 @@ STATICCHECK := $(GOBIN)/staticcheck
 # The race detector on a 2-core machine: keep the whole run inside CI's budget.
 TEST_FLAGS  ?= -race -count=1 -timeout 25m
 
-.PHONY: test test-long lint deps bench bench-smoke bench-go fmt
+.PHONY: test test-long stress lint deps bench bench-smoke bench-go fmt
 
 ## test: install what the tests need, lint, then run every test under -race,
 ## and the benchmark runner in its smoke mode (bench-smoke) so it cannot rot.
@@ -19,6 +19,14 @@ test: deps lint
 ## test-long: the same with the long variants of the external suites.
 test-long: deps lint
 	ISOBROKER_LONG=1 $(GO) test $(TEST_FLAGS) -timeout 60m ./...
+
+## stress: every package's tests under -race -count=5, one package at a
+## time (a flaky test is a defect: run it before resolving an issue).
+## STRESS_PKGS narrows it, e.g. make stress STRESS_PKGS="./rabbit ./registry".
+STRESS_PKGS ?= ./...
+stress: deps
+	@set -e; for p in $$($(GO) list $(STRESS_PKGS)); do \
+	  echo "== $$p"; $(GO) test -race -count=5 -timeout 60m $$p; done
 
 ## lint: gofmt, go vet and staticcheck must all be clean.
 lint:
