@@ -226,7 +226,10 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if err := broker.CheckPublish(topic, msgs, b.cfg.MaxMessageSize); err != nil {
 		return fmt.Errorf("rabbit: publish to %q: %w", topic, err)
 	}
-	propsSize, err := checkPublishFields(topic, msgs)
+	if err := checkName("topic (exchange name)", topic); err != nil {
+		return fmt.Errorf("rabbit: publish: %w", err)
+	}
+	propsSize, err := checkPublishFields(msgs)
 	if err != nil {
 		return fmt.Errorf("rabbit: publish to %q: %w", topic, err)
 	}

@@ -26,7 +26,7 @@ const headerFrameOverhead = 64
 // checkName checks an exchange or queue name.
 func checkName(what, name string) error {
 	if len(name) > maxShortString {
-		return fmt.Errorf("%w: %s is %d bytes, AMQP 0-9-1 allows %d", broker.ErrInvalidOption, what, len(name), maxShortString)
+		return fmt.Errorf("%w: %s %.20q… is %d bytes, AMQP 0-9-1 allows %d", broker.ErrInvalidOption, what, name, len(name), maxShortString)
 	}
 	if !utf8.ValidString(name) {
 		return fmt.Errorf("%w: %s %q is not valid UTF-8", broker.ErrInvalidOption, what, name)
@@ -45,10 +45,7 @@ func checkShort(i int, field, v string) error {
 // checkPublishFields checks everything of a Publish call that AMQP 0-9-1
 // bounds and returns the largest encoded size of a message's properties,
 // to be compared with the connection's frame size.
-func checkPublishFields(topic string, msgs []*broker.Message) (int, error) {
-	if err := checkName("topic (exchange name)", topic); err != nil {
-		return 0, err
-	}
+func checkPublishFields(msgs []*broker.Message) (int, error) {
 	largest := 0
 	for i, m := range msgs {
 		if err := checkShort(i, "key (routing key)", m.Key); err != nil {
@@ -86,7 +83,7 @@ func checkPublishFields(topic string, msgs []*broker.Message) (int, error) {
 // connection's frame size.
 func checkFrame(propsSize, frameSize int) error {
 	if frameSize > 0 && propsSize+headerFrameOverhead > frameSize {
-		return fmt.Errorf("%w: a message's properties (ID, content type and headers) take %d bytes, more than the connection's frame size %d allows",
+		return fmt.Errorf("%w: the largest message's properties (ID, content type and headers) take %d bytes, more than the connection's frame size %d allows",
 			broker.ErrInvalidOption, propsSize, frameSize)
 	}
 	return nil
