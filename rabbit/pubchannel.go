@@ -246,7 +246,13 @@ func (pc *pubChannel) readReturns(returns chan amqp.Return, closes chan *amqp.Er
 		// closes the connection first (amqp091 marks it closed before its
 		// channels).
 		pc.serverCh = e != nil && e.Server && !pc.s.conn.IsClosed()
+		serverCh := pc.serverCh
 		pc.mu.Unlock()
+		if serverCh {
+			// Before end wakes a Publish that resends: an exchange the
+			// error was about is declared again first.
+			pc.s.forgetDeclared()
+		}
 		close(pc.end)
 	}
 	for returns != nil || closes != nil {
@@ -286,7 +292,6 @@ func (pc *pubChannel) readReturns(returns chan amqp.Return, closes chan *amqp.Er
 	pc.mu.Unlock()
 	if serverCh {
 		pc.s.l.log.Warn("rabbit: publishing channel closed by the server", "channel", pc.id, "reason", errorText(cerr))
-		pc.s.forgetDeclared()
 		pc.s.l.b.wg.Go(func() { pc.s.replace(pc) }) // this goroutine counts in wg: Add cannot race Wait
 	}
 }
