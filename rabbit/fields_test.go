@@ -88,7 +88,6 @@ func TestBadFieldFailsAlone(t *testing.T) {
 		{"content type", topic, broker.Message{ContentType: long}, "content type"},
 		{"routing key", topic, broker.Message{Key: long}, "key (routing key)"},
 		{"header name", topic, broker.Message{Headers: map[string]string{long: "v"}}, "header name"},
-		{"reserved header", topic, broker.Message{Headers: map[string]string{"x-isobroker-stamp": "1"}}, "reserved"},
 		{"properties over a frame", topic, broker.Message{Headers: map[string]string{"big": strings.Repeat("h", 200<<10)}}, "frame size"},
 		{"topic", long, broker.Message{}, "topic (exchange name)"},
 		{"topic not UTF-8", topic + "\xff", broker.Message{}, "not valid UTF-8"},

@@ -2,7 +2,9 @@ package rabbit
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,24 +28,28 @@ import (
 //
 // Returns: a mandatory message that reached no queue comes back as a
 // basic.return before its basic.ack. Each such message carries a stamp
-// header unique within its Broker (stampHeader, removed again on delivery)
-// and the return reader records returned stamps. A Publish that has its
-// acks asks the reader for a barrier: amqp091 hands a return to the reader
-// before it processes the ack that follows, so once the reader has drained
-// what it was handed, every return of those messages is recorded.
+// unique within its Broker in its app-id property ("isobroker/<n>"; the
+// adapter exposes no app-id, so deliveries never show it) and returns are
+// matched by that stamp alone. amqp091 puts a return into the channel's
+// (buffered) return queue before it processes the ack that follows, so a
+// Publish that holds its acks drains the queue under the channel's lock
+// and finds every return of its messages either in the queue or already
+// recorded by an earlier drain. The writer drains it too before every
+// write, which keeps the queue (sized above the window) from ever filling:
+// amqp091 would block on a full one and give up after 5 s.
 //
 // Window: a channel's writer lets at most Config.PublishWindow messages be
 // written and not yet resolved; it waits for the oldest to resolve before
 // writing more.
 
-// stampHeader carries a publish's return stamp. The adapter sets it on
-// mandatory publishes and strips it from deliveries; a user header of that
-// name is refused.
-const stampHeader = "x-isobroker-stamp"
+// stampPrefix starts the app-id that carries a publish's return stamp.
+const stampPrefix = "isobroker/"
+
+func stampAppID(stamp int64) string { return stampPrefix + strconv.FormatInt(stamp, 10) }
 
 // pubChannel is one confirm-mode channel of the publishing pool: a writer
-// goroutine that alone publishes on it, and a return reader that drains its
-// returns and its close notification.
+// goroutine that alone publishes on it, and a watcher of its close
+// notification.
 type pubChannel struct {
 	s   *session
 	id  int
@@ -51,11 +57,11 @@ type pubChannel struct {
 	in  chan *batch   // unbuffered: a batch handed over is always finished
 	end chan struct{} // closed when the channel is gone
 
-	barrier    chan chan struct{} // return-reader barriers
-	readerDone chan struct{}      // closed when the return reader has returned
+	returns chan amqp.Return // amqp091's return queue; drained under mu
 
 	mu       sync.Mutex
-	returned map[int64]string // stamp → the return's reply
+	returned map[int64]string // stamp → the return's reply, until its Publish takes it
+	orphans  []written        // writes of Publish calls that returned first: their returns are dropped
 	err      *amqp.Error      // why the channel closed
 	serverCh bool             // closed by a server channel error, the connection alive
 }
@@ -73,20 +79,18 @@ func (s *session) openChannel(id int) (*pubChannel, error) {
 	}
 	pc := &pubChannel{
 		s: s, id: id, ch: ch,
-		in:         make(chan *batch),
-		end:        make(chan struct{}),
-		barrier:    make(chan chan struct{}),
-		readerDone: make(chan struct{}),
-		returned:   make(map[int64]string),
+		in:       make(chan *batch),
+		end:      make(chan struct{}),
+		returned: make(map[int64]string),
 	}
-	// Buffered so that amqp091's reader never waits on ours; a barrier
-	// drains whatever is buffered.
-	returns := ch.NotifyReturn(make(chan amqp.Return, 64))
+	// Room for a return of every message the window lets be in flight,
+	// and more: amqp091's reader must never wait on this queue.
+	pc.returns = ch.NotifyReturn(make(chan amqp.Return, 2*s.l.b.cfg.PublishWindow+16))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
 	s.l.b.wg.Add(2)
 	go func() {
 		defer s.l.b.wg.Done()
-		pc.readReturns(returns, closes)
+		pc.watchClose(closes)
 	}()
 	go func() {
 		defer s.l.b.wg.Done()
@@ -153,11 +157,10 @@ func (r *dcRing) pop() {
 // write publishes the batches handed to it until the channel is gone.
 func (pc *pubChannel) write() {
 	win := &dcRing{buf: make([]*amqp.DeferredConfirmation, pc.s.l.b.cfg.PublishWindow)}
-	var scratch amqp.Table // headers of a stamped message without headers of its own
 	for {
 		select {
 		case b := <-pc.in:
-			pc.publish(b, win, &scratch)
+			pc.publish(b, win)
 		case <-pc.end:
 			return
 		}
@@ -167,7 +170,7 @@ func (pc *pubChannel) write() {
 // publish writes the messages of b's round, each once there is room in the
 // window, until the round is written, b's ctx ends (the rest is skipped)
 // or the channel fails (the rest is lost, to be resent).
-func (pc *pubChannel) publish(b *batch, win *dcRing, scratch *amqp.Table) {
+func (pc *pubChannel) publish(b *batch, win *dcRing) {
 	mandatory := !pc.s.l.b.cfg.AllowUnroutable
 	// Read idx once: when the round is finished Publish may start the
 	// next one on the same batch.
@@ -193,15 +196,8 @@ func (pc *pubChannel) publish(b *batch, win *dcRing, scratch *amqp.Table) {
 		var stamp int64
 		if mandatory {
 			stamp = pc.s.l.b.stamps.Add(1)
-			if p.Headers == nil {
-				if *scratch == nil {
-					*scratch = amqp.Table{}
-				}
-				p.Headers = *scratch
-			}
-			// amqp091 encodes the table before PublishWithDeferredConfirm
-			// returns, so the scratch table is free again afterwards.
-			p.Headers[stampHeader] = stamp
+			p.AppId = stampAppID(stamp)
+			pc.drainReturns()
 		}
 		dc, err := pc.ch.PublishWithDeferredConfirm(b.topic, b.keys[i], mandatory, false, p)
 		if err != nil {
@@ -211,7 +207,10 @@ func (pc *pubChannel) publish(b *batch, win *dcRing, scratch *amqp.Table) {
 			return
 		}
 		win.push(dc)
-		b.endWrite(written{i: i, dc: dc, stamp: stamp, ok: true})
+		w := written{i: i, dc: dc, stamp: stamp, ok: true}
+		if !b.endWrite(w) {
+			pc.abandon([]written{w})
+		}
 		// Keep the window short without waiting: drop what resolved.
 		for win.size > 0 && isDone(win.oldest()) {
 			win.pop()
@@ -229,120 +228,102 @@ func isDone(dc *amqp.DeferredConfirmation) bool {
 	}
 }
 
-// readReturns records the channel's returns and answers barriers until the
-// channel closes, then marks the channel gone and, after a server channel
-// error, has it replaced.
-func (pc *pubChannel) readReturns(returns chan amqp.Return, closes chan *amqp.Error) {
-	defer close(pc.readerDone)
-	ended := false
-	markEnd := func(e *amqp.Error) {
-		if ended {
-			return
-		}
-		ended = true
-		pc.mu.Lock()
-		pc.err = e
-		// A channel error closes just this channel; a connection error
-		// closes the connection first (amqp091 marks it closed before its
-		// channels).
-		pc.serverCh = e != nil && e.Server && !pc.s.conn.IsClosed()
-		serverCh := pc.serverCh
-		pc.mu.Unlock()
-		if serverCh {
-			// Before end wakes a Publish that resends: an exchange the
-			// error was about is declared again first.
-			pc.s.forgetDeclared()
-		}
-		close(pc.end)
-	}
-	for returns != nil || closes != nil {
-		select {
-		case r, ok := <-returns:
-			if !ok {
-				returns = nil
-				continue
-			}
-			pc.record(r)
-		case e, ok := <-closes:
-			if !ok {
-				closes = nil
-				markEnd(nil)
-				continue
-			}
-			markEnd(e)
-		case req := <-pc.barrier:
-			for drained := false; !drained && returns != nil; {
-				select {
-				case r, ok := <-returns:
-					if !ok {
-						returns = nil
-						continue
-					}
-					pc.record(r)
-				default:
-					drained = true
-				}
-			}
-			close(req)
-		}
-	}
-	markEnd(nil)
+// watchClose waits for the channel's close notification, marks the
+// channel gone and, after a server channel error, has it replaced.
+func (pc *pubChannel) watchClose(closes chan *amqp.Error) {
+	e := <-closes // a value, or closed on a normal close
 	pc.mu.Lock()
-	serverCh, cerr := pc.serverCh, pc.err
+	pc.err = e
+	// A channel error closes just this channel; a connection error closes
+	// the connection first (amqp091 marks it closed before its channels).
+	pc.serverCh = e != nil && e.Server && !pc.s.conn.IsClosed()
+	serverCh := pc.serverCh
 	pc.mu.Unlock()
 	if serverCh {
-		pc.s.l.log.Warn("rabbit: publishing channel closed by the server", "channel", pc.id, "reason", errorText(cerr))
+		// Before end wakes a Publish that resends: an exchange the error
+		// was about is declared again first.
+		pc.s.forgetDeclared()
+	}
+	close(pc.end)
+	if serverCh {
+		pc.s.l.log.Warn("rabbit: publishing channel closed by the server", "channel", pc.id, "reason", errorText(e))
 		pc.s.l.b.wg.Go(func() { pc.s.replace(pc) }) // this goroutine counts in wg: Add cannot race Wait
 	}
 }
 
-// record notes a return by its stamp. A return without a stamp we issued
-// is an inconsistency nothing can resolve: the channel is failed, so that
-// its unconfirmed messages are resent.
-func (pc *pubChannel) record(r amqp.Return) {
-	stamp, ok := r.Headers[stampHeader].(int64)
-	if !ok || stamp <= 0 || stamp > pc.s.l.b.stamps.Load() {
+// drainReturns records every return in the queue.
+func (pc *pubChannel) drainReturns() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.drainLocked()
+}
+
+func (pc *pubChannel) drainLocked() {
+	for {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok {
+				return
+			}
+			pc.recordLocked(r)
+			continue
+		default:
+		}
+		break
+	}
+	// Returns of calls that gave up waiting: once a write's confirm is in,
+	// its return (which came first) has been recorded and can go.
+	if len(pc.orphans) > 0 {
+		kept := pc.orphans[:0]
+		for _, w := range pc.orphans {
+			if isDone(w.dc) {
+				delete(pc.returned, w.stamp)
+			} else {
+				kept = append(kept, w)
+			}
+		}
+		clear(pc.orphans[len(kept):])
+		pc.orphans = kept
+	}
+}
+
+// recordLocked notes a return by its stamp. A return without a stamp this
+// Broker issued is an inconsistency nothing can resolve: the channel is
+// failed, so that its unconfirmed messages are resent.
+func (pc *pubChannel) recordLocked(r amqp.Return) {
+	stamp, err := strconv.ParseInt(strings.TrimPrefix(r.AppId, stampPrefix), 10, 64)
+	if !strings.HasPrefix(r.AppId, stampPrefix) || err != nil || stamp <= 0 || stamp > pc.s.l.b.stamps.Load() {
 		pc.s.l.log.Error("rabbit: a return that no publish of this broker stamped; failing the channel",
 			"channel", pc.id, "exchange", r.Exchange, "key", r.RoutingKey)
-		go func() { _ = pc.ch.Close() }()
+		pc.s.l.b.wg.Go(func() { _ = pc.ch.Close() }) // the channel's close watcher counts in wg
+		return
+	}
+	pc.returned[stamp] = fmt.Sprintf("%d %s", r.ReplyCode, r.ReplyText)
+}
+
+// takeReturns drains the return queue and moves the returns of ws into
+// reason (by message index), once every confirmation of ws is in.
+func (pc *pubChannel) takeReturns(ws []written, reason []string) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.drainLocked()
+	for _, w := range ws {
+		if why, ok := pc.returned[w.stamp]; ok {
+			delete(pc.returned, w.stamp)
+			reason[w.i] = why
+		}
+	}
+}
+
+// abandon hands the writes of a Publish that stops waiting to the channel,
+// which drops their returns once they are confirmed.
+func (pc *pubChannel) abandon(ws []written) {
+	if len(ws) == 0 || pc.s.l.b.cfg.AllowUnroutable {
 		return
 	}
 	pc.mu.Lock()
-	pc.returned[stamp] = r.ReplyText
-	if r.ReplyCode != 0 {
-		pc.returned[stamp] = strconv.Itoa(int(r.ReplyCode)) + " " + r.ReplyText
-	}
+	pc.orphans = append(pc.orphans, ws...)
 	pc.mu.Unlock()
-}
-
-// syncReturns returns once every return amqp091 handed over before the call
-// is recorded, or ctx ends (false).
-func (pc *pubChannel) syncReturns(ctx context.Context) bool {
-	req := make(chan struct{})
-	select {
-	case pc.barrier <- req:
-	case <-pc.readerDone:
-		return true // it recorded everything before it returned
-	case <-ctx.Done():
-		return false
-	}
-	select {
-	case <-req:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// takeReturn removes and returns the reply recorded for stamp.
-func (pc *pubChannel) takeReturn(stamp int64) (string, bool) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	why, ok := pc.returned[stamp]
-	if ok {
-		delete(pc.returned, stamp)
-	}
-	return why, ok
 }
 
 // closeReason is why the channel closed and whether it was a server channel

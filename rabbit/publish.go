@@ -68,15 +68,18 @@ func (b *batch) startWrite() bool {
 }
 
 // endWrite ends the write startWrite reserved, recording w when it was
-// written.
-func (b *batch) endWrite(w written) {
+// written. It reports false when Publish stopped waiting meanwhile: w is
+// then nobody's to settle.
+func (b *batch) endWrite(w written) bool {
 	b.wmu.Lock()
 	b.writing--
 	if w.ok {
 		b.written = append(b.written, w)
 	}
+	waited := !b.finished
 	b.wmu.Unlock()
 	b.poke()
+	return waited
 }
 
 // finishRound marks the messages the writer did not write with st and the
@@ -123,17 +126,49 @@ func (b *batch) progress() ([]written, bool) {
 }
 
 // recycle runs when Publish returns: no writer starts on the batch from
-// then on, and its arena goes back to pool unless a writer is still
-// inside a write (then the garbage collector takes it).
-func (b *batch) recycle(pool *arenaPool) {
+// then on. Its arena goes back to the pool unless a writer is still inside
+// a write, and the batch itself to the batch pool when its last round is
+// complete (no writer holds it any more); otherwise the garbage collector
+// takes them.
+func (b *batch) recycle(br *Broker) {
 	b.wmu.Lock()
 	b.finished = true
 	idle := b.writing == 0
+	reusable := idle && b.complete
 	b.wmu.Unlock()
 	if idle && b.arena != nil {
-		pool.put(b.arena)
+		br.arenas.put(b.arena)
 	}
 	b.arena = nil
+	if reusable {
+		b.reset()
+		br.batches.Put(b)
+	}
+}
+
+// reset clears a batch for reuse, keeping its slices' capacity.
+func (b *batch) reset() {
+	b.ctx, b.topic = nil, ""
+	clear(b.pubs)
+	clear(b.keys)
+	clear(b.reason)
+	clear(b.written[:cap(b.written)])
+	b.written = b.written[:0]
+	b.finished, b.complete, b.writing = false, false, 0
+	select {
+	case <-b.nudge:
+	default:
+	}
+}
+
+// abandonRound stops the round (no writer starts another of its messages)
+// and leaves what it wrote to the channel.
+func (b *batch) abandonRound(pc *pubChannel) {
+	b.wmu.Lock()
+	b.finished = true
+	ws := b.written
+	b.wmu.Unlock()
+	pc.abandon(ws)
 }
 
 // settleRound waits for the confirmation of every message the writer
@@ -151,6 +186,7 @@ func (b *batch) settleRound(ctx context.Context, pc *pubChannel) (int, error) {
 			select {
 			case <-w.dc.Done():
 			case <-ctx.Done():
+				b.abandonRound(pc)
 				return len(b.idx) - next, ctx.Err()
 			}
 			switch {
@@ -169,19 +205,17 @@ func (b *batch) settleRound(ctx context.Context, pc *pubChannel) (int, error) {
 		select {
 		case <-b.nudge:
 		case <-ctx.Done():
+			b.abandonRound(pc)
 			return len(b.idx) - next, ctx.Err()
 		}
 	}
 	if pc.s.l.b.cfg.AllowUnroutable || len(ws) == 0 {
 		return 0, nil
 	}
-	if !pc.syncReturns(ctx) {
-		return len(ws), ctx.Err()
-	}
+	pc.takeReturns(ws, b.reason)
 	for _, w := range ws {
-		if why, ok := pc.takeReturn(w.stamp); ok && b.status[w.i] == stAcked {
+		if b.reason[w.i] != "" && b.status[w.i] == stAcked {
 			b.status[w.i] = stReturned
-			b.reason[w.i] = why
 		}
 	}
 	return 0, nil
@@ -244,8 +278,8 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	}
 	defer b.leave()
 
-	bt := newBatch(ctx, topic, msgs, &b.arenas)
-	defer bt.recycle(&b.arenas)
+	bt := b.newBatch(ctx, topic, msgs)
+	defer bt.recycle(b)
 	todo := bt.idx
 	channelErrors := 0
 	for {
@@ -343,7 +377,9 @@ func (b *batch) messageError(i int, st uint32, ctxErr error) error {
 	return &broker.MessageError{Index: i, ID: id, Err: err}
 }
 
-func newBatch(ctx context.Context, topic string, msgs []*broker.Message, arenas *arenaPool) *batch {
+// newBatch takes a batch from the pool (or makes one) and fills it with
+// copies of msgs.
+func (br *Broker) newBatch(ctx context.Context, topic string, msgs []*broker.Message) *batch {
 	n := len(msgs)
 	size := 0
 	for _, m := range msgs {
@@ -352,20 +388,21 @@ func newBatch(ctx context.Context, topic string, msgs []*broker.Message, arenas 
 	var arena *[]byte
 	var buf []byte
 	if size > 0 {
-		arena = arenas.get(size)
+		arena = br.arenas.get(size)
 		buf = *arena
 	}
-	bt := &batch{
-		ctx:     ctx,
-		topic:   topic,
-		pubs:    make([]amqp.Publishing, n),
-		keys:    make([]string, n),
-		idx:     make([]int, n),
-		status:  make([]uint32, n),
-		reason:  make([]string, n),
-		arena:   arena,
-		written: make([]written, 0, n),
-		nudge:   make(chan struct{}, 1),
+	bt, _ := br.batches.Get().(*batch)
+	if bt == nil {
+		bt = &batch{nudge: make(chan struct{}, 1)}
+	}
+	bt.ctx, bt.topic, bt.arena = ctx, topic, arena
+	bt.pubs = grow(bt.pubs, n)
+	bt.keys = grow(bt.keys, n)
+	bt.idx = grow(bt.idx, n)
+	bt.status = grow(bt.status, n)
+	bt.reason = grow(bt.reason, n)
+	if cap(bt.written) < n {
+		bt.written = make([]written, 0, n)
 	}
 	for i, m := range msgs {
 		p := amqp.Publishing{
@@ -388,4 +425,12 @@ func newBatch(ctx context.Context, topic string, msgs []*broker.Message, arenas 
 		bt.idx[i] = i
 	}
 	return bt
+}
+
+// grow returns s with length n, reusing its array when it is large enough.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
 }

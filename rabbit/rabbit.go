@@ -56,9 +56,10 @@ type Broker struct {
 	killed     chan struct{} // closed when Close tears the connections down
 	wg         sync.WaitGroup
 
-	pub    *link
-	arenas arenaPool    // Publish's body copies, recycled (arena.go)
-	stamps atomic.Int64 // the last return stamp issued (pubchannel.go)
+	pub     *link
+	arenas  arenaPool    // Publish's body copies, recycled (arena.go)
+	batches sync.Pool    // of *batch, recycled by Publish (publish.go)
+	stamps  atomic.Int64 // the last return stamp issued (pubchannel.go)
 
 	stateMu sync.Mutex // serializes updateState
 

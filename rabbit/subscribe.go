@@ -362,12 +362,9 @@ func (s *subscription) handle(d *amqp.Delivery) (err error) {
 	if m.Metadata.Topic == "" {
 		m.Metadata.Topic = s.topic
 	}
-	if len(d.Headers) > 0 && !(len(d.Headers) == 1 && d.Headers[stampHeader] != nil) {
+	if len(d.Headers) > 0 {
 		m.Headers = make(map[string]string, len(d.Headers))
 		for k, v := range d.Headers {
-			if k == stampHeader {
-				continue // the adapter's own return stamp
-			}
 			switch x := v.(type) {
 			case string:
 				m.Headers[k] = x

@@ -58,12 +58,9 @@ func checkPublishFields(msgs []*broker.Message) (int, error) {
 			return 0, err
 		}
 		// Short strings: content type, message id (1 + n each);
-		// delivery mode (1); the headers table (4 + entries).
+		// delivery mode (1); the headers table (4 + entries); the app-id.
 		size := 1 + len(m.ContentType) + 1 + len(m.ID) + 1 + 4
 		for k, v := range m.Headers {
-			if k == stampHeader {
-				return 0, fmt.Errorf("message %d: %w: header %q is reserved by the adapter", i, broker.ErrInvalidOption, k)
-			}
 			if k == "" {
 				return 0, fmt.Errorf("message %d: %w: empty header name", i, broker.ErrInvalidOption)
 			}
@@ -73,7 +70,7 @@ func checkPublishFields(msgs []*broker.Message) (int, error) {
 			}
 			size += 1 + len(k) + 1 + 4 + len(v)
 		}
-		size += 1 + len(stampHeader) + 1 + 8
+		size += 1 + len(stampPrefix) + 20 // the app-id stamp
 		largest = max(largest, size)
 	}
 	return largest, nil
