@@ -225,3 +225,78 @@ func TestAmqp091ConfirmNoWaitBlocks(t *testing.T) {
 		t.Fatal("Confirm(true) still blocked after the server closed the channel")
 	}
 }
+
+// TestAmqp091PendingConfirmsWithRecovery documents amqp091-go v1.16.0
+// behaviour when automatic recovery (Config.Recovery) is enabled and the
+// broker closes a confirm channel with publishes outstanding. The channel is
+// not torn down (Channel.shutdown skips closeResources when recovery is
+// enabled), so the channel.close itself resolves nothing; the pending
+// DeferredConfirmations resolve as nacks when recovery resets the channel to
+// reopen it (confirms.reset), NotifyPublish stays open and reports nothing
+// for them, and the reopened channel counts delivery tags from 1 again, in
+// step with the broker.
+func TestAmqp091PendingConfirmsWithRecovery(t *testing.T) {
+	s := startServer(t, amqpfake.Options{})
+	conn, sc := dial(t, s, amqp.Config{Recovery: &amqp.Recovery{
+		ReconnectionConfig:   &amqp.ReconnectionConfig{MaxRetryCount: 3, RetryInterval: 10 * time.Millisecond},
+		TopologyRecoveryMode: amqp.TopologyRecoveryDisabled,
+	}})
+	ch, confirms, _ := confirmChannel(t, conn)
+	states := make(chan *amqp.StateChanged, 10)
+	ch.NotifyStateChange(states)
+
+	var dcs []*amqp.DeferredConfirmation
+	for range 3 {
+		dcs = append(dcs, publish(t, ch, "k", false, amqp.Publishing{}))
+		nextPublish(t, sc)
+	}
+	must(t, sc.Ack(1, 1, false))
+	if c := nextConfirmation(t, confirms); c != (amqp.Confirmation{DeliveryTag: 1, Ack: true}) {
+		t.Fatalf("first confirmation %+v", c)
+	}
+	must(t, sc.CloseChannel(1, 406, "PRECONDITION_FAILED - test"))
+
+	for {
+		var sch *amqp.StateChanged
+		select {
+		case sch = <-states:
+		case <-time.After(waitTimeout):
+			t.Fatal("channel did not recover")
+		}
+		t.Logf("channel state: %v", sch)
+		if sch.To == amqp.StateOpen && sch.From == amqp.StateReconnecting {
+			break
+		}
+		if sch.To == amqp.StateClosed {
+			t.Fatalf("channel closed instead of recovering: %v", sch)
+		}
+	}
+	for i, dc := range dcs {
+		ack := waitConfirm(t, dc)
+		t.Logf("DeferredConfirmation %d after recovery: ack=%v", i+1, ack)
+		if want := i == 0; ack != want {
+			t.Errorf("dc%d ack=%v, want %v (v1.16.0 nacks pending confirmations when recovery resets the channel)", i+1, ack, want)
+		}
+	}
+	select {
+	case c, ok := <-confirms:
+		t.Errorf("NotifyPublish delivered %+v (open=%v) for the abandoned publishes; v1.16.0 delivered nothing", c, ok)
+	default:
+	}
+
+	dc := publish(t, ch, "k", false, amqp.Publishing{Body: []byte("after")})
+	p := nextPublish(t, sc)
+	if p.Tag != 1 || dc.DeliveryTag != 1 || string(p.Body) != "after" {
+		t.Fatalf("publish after recovery: server tag %d, client tag %d, body %q", p.Tag, dc.DeliveryTag, p.Body)
+	}
+	must(t, sc.Ack(1, 1, false))
+	if !waitConfirm(t, dc) {
+		t.Error("post-recovery publish nacked")
+	}
+	if c := nextConfirmation(t, confirms); c != (amqp.Confirmation{DeliveryTag: 1, Ack: true}) {
+		t.Errorf("post-recovery NotifyPublish %+v, want tag 1 ack", c)
+	}
+	if got := sc.Channels(); len(got) != 2 || got[0] != 1 || got[1] != 1 {
+		t.Errorf("Channels() = %v, want [1 1] (reopened)", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"time"
 )
 
@@ -73,7 +74,7 @@ func (c *Conn) handshake() error {
 	tune := newMethod(connectionTune)
 	tune.short(c.srv.opts.ChannelMax)
 	tune.long(c.srv.opts.FrameMax)
-	tune.short(uint16((c.srv.opts.Heartbeat + time.Second - 1) / time.Second))
+	tune.short(uint16(min((c.srv.opts.Heartbeat+time.Second-1)/time.Second, math.MaxUint16)))
 	if err := c.write(appendFrame(nil, frameMethod, 0, tune.b)); err != nil {
 		return err
 	}

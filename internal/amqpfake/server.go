@@ -43,7 +43,6 @@ type Server struct {
 
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
-	lnErr     error
 	wg        sync.WaitGroup // accept loop, connection loops, heartbeaters
 
 	names atomic.Uint64 // sequence for generated queue names and consumer tags

@@ -10,8 +10,8 @@ import (
 
 // Decimal is an AMQP decimal value ('D' field): Value × 10^-Scale.
 type Decimal struct {
-	Scale uint8
-	Value int32
+	Scale uint8 // number of decimal digits after the point
+	Value int32 // unscaled value
 }
 
 // maxFieldDepth bounds the nesting of arrays and tables that the decoder
