@@ -31,10 +31,12 @@ const (
 	// publishes are spread over.
 	DefaultPublishChannels = 4
 	// DefaultPublishWindow bounds, per publishing channel, the messages
-	// written but not yet confirmed. Measured on loopback and at 1 ms and
-	// 10 ms round trips (make bench): 512 keeps a channel busy at 10 ms
-	// with 1 KiB messages while bounding what a call cut short leaves in
-	// flight.
+	// written but not yet confirmed. Measured with one caller publishing
+	// 2,000 × 1 KiB per call (RabbitMQ 3.10 on 2 cores): on loopback 32 →
+	// 12.1k msg/s, 128 → 16.3k, 512 → 16.3k, 2048 → 14.6k; at a 10 ms round
+	// trip 128 → 7.7k, 512 → 11.5k, 1024 → 12.2k, 2048 → 13.4k. 512 keeps
+	// nearly all of the throughput while bounding what a call cut short
+	// leaves in flight; raise it for high-latency links.
 	DefaultPublishWindow = 512
 	// DefaultMaxMessageSize matches RabbitMQ's default max_message_size
 	// (128 MiB).
