@@ -143,7 +143,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	errs = append(errs, b.Publish(ctxT(t, 5*time.Second), hub, &broker.Message{ID: "a"}))
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "token renewed"); { // renewal at 80 % of 2 s
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "token renewed"); { // renewal half way through 2 s
 		if time.Now().After(deadline) {
 			t.Fatal("no token renewal logged with a 2 s TokenTTL")
 		}

@@ -138,7 +138,8 @@ type Config struct {
 	// link reports the real one (default DefaultMaxMessageSize).
 	MaxMessageSize int
 	// TokenTTL is the lifetime of generated SAS tokens (default
-	// DefaultTokenTTL); they are renewed at 80 % of it.
+	// DefaultTokenTTL); they are renewed half way through
+	// it, or five minutes before expiry when it is longer than ten minutes.
 	TokenTTL time.Duration
 	// KeepAlive, when positive, reads the hub's properties over
 	// $management whenever the connection has been quiet this long, so

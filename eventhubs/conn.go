@@ -161,6 +161,21 @@ func (c *amqpConn) shutdown(ctx context.Context) {
 	}
 }
 
+// renewalTime is when a token expiring at expiry, put at now, is renewed:
+// five minutes before it expires when it lives longer than ten minutes,
+// otherwise half way through its life. A fixed fraction near the end (80 %
+// was used before) leaves a short-lived token too little time for the
+// renewal's own round trip on a busy machine — a $cbs link attach and a
+// put-token — and the service detaches every link the token covered once
+// it expires.
+func renewalTime(now, expiry time.Time) time.Time {
+	life := expiry.Sub(now)
+	if life > 10*time.Minute {
+		return expiry.Add(-5 * time.Minute)
+	}
+	return now.Add(life / 2)
+}
+
 // supervise watches c until it closes or the broker dies: it renews
 // claims before they expire, keeps the connection busy when KeepAlive is
 // set, detaches request links left idle for requestLinkIdle, and reports
@@ -377,13 +392,8 @@ func (c *amqpConn) putToken(ctx context.Context, audience string) error {
 		return statusError("put-token", audience, status, desc)
 	}
 	if !tok.expiry.IsZero() {
-		life := time.Until(tok.expiry)
-		renew := time.Now().Add(life * 8 / 10)
-		if life > 10*time.Minute {
-			renew = tok.expiry.Add(-5 * time.Minute)
-		}
 		c.mu.Lock()
-		c.claims[audience] = renew
+		c.claims[audience] = renewalTime(time.Now(), tok.expiry)
 		c.mu.Unlock()
 		select {
 		case c.kick <- struct{}{}:

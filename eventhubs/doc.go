@@ -21,8 +21,9 @@
 //
 // Authentication: the connection uses SASL ANONYMOUS; before every link
 // attach the adapter puts a token on $cbs for the link's audience — a
-// shared access signature it signs from the key (renewed at 80 % of
-// Config.TokenTTL), a fixed SharedAccessSignature (sent as is, never
+// shared access signature it signs from the key (renewed half way
+// through Config.TokenTTL, or five minutes before expiry for a TTL over
+// ten minutes), a fixed SharedAccessSignature (sent as is, never
 // renewed), or an Azure AD token from a TokenCredential (renewed five
 // minutes before it expires). Keys, signatures and tokens never appear in
 // logs, errors or String output.
