@@ -26,13 +26,13 @@ import (
 // Connection.CloseDeadline wait for the whole retry loop — an unbounded
 // Close. It also re-opens channels under the same *amqp.Channel values,
 // which would mix confirm sequence numbers of the old and new connection
-// in our trackers.
+// in our per-channel confirm bookkeeping.
 //
 // Instead each broker instance runs its own supervisor per connection (a
 // "link"): when the connection dies it reconnects with exponential backoff
 // and jitter, trying every configured host in turn, logs every step through
 // the instance's slog.Logger, and builds a fresh session (connection,
-// channels, trackers) each time. Publishers re-send unconfirmed messages on
+// channels, writers) each time. Publishers re-send unconfirmed messages on
 // the new session, and subscriptions redeclare their topology and resume
 // consuming.
 

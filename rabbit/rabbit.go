@@ -14,7 +14,7 @@
 //
 // Isolation: every Broker owns its connections (one for publishing, one
 // opened by the first Subscribe for consuming, unless
-// Config.SingleConnection), channels, confirm trackers and goroutines.
+// Config.SingleConnection), channels, confirm bookkeeping and goroutines.
 // Two Brokers opened from the same URL share nothing but the process.
 //
 // Every call obeys its context, including the traps of amqp091-go: the
