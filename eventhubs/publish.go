@@ -233,14 +233,20 @@ func (b *Broker) sendFrom(ctx context.Context, hub string, events []event) (int,
 	}
 	batches := plan(hub, events, max)
 	for i := range batches {
-		bt := &batches[i]
-		bt.sender = senders[bt.target]
-		bt.receipt, bt.sendFailed = bt.sender.snd.SendWithReceipt(ctx, bt.msg, nil)
-		if bt.sendFailed != nil {
-			batches = batches[:i+1]
-			break
-		}
-		bt.sender.conn.touch()
+		batches[i].sender = senders[batches[i].target]
+	}
+	// The transfers are written under the instance's lifetime, not the
+	// caller's ctx: go-amqp returns from a multi-frame transfer cut short
+	// by its ctx without aborting it, which leaves the link (shared by
+	// every caller) holding a half-sent delivery. The caller's ctx bounds
+	// only its own wait; a batch not started when it ends is not sent.
+	written := make(chan int, 1)
+	b.wg.Go(func() { written <- b.writeBatches(ctx, batches) })
+	select {
+	case n := <-written:
+		batches = batches[:n]
+	case <-ctx.Done():
+		return 0, ctx.Err()
 	}
 	accepted := 0
 	var firstErr error
@@ -274,6 +280,32 @@ func (b *Broker) sendFrom(ctx context.Context, hub string, events []event) (int,
 		firstErr = broker.ErrUnavailable
 	}
 	return accepted, firstErr
+}
+
+// writeBatches sends batches in order until one fails or callerCtx has
+// ended before a batch starts, and returns how many it tried. Each send is
+// bounded by the instance's lifetime and writeTimeout; a send that fails
+// on that bound may have left a transfer half written, so its link is
+// dropped.
+func (b *Broker) writeBatches(callerCtx context.Context, batches []batch) int {
+	sendCtx, cancel := context.WithTimeout(b.deadCtx, writeTimeout)
+	defer cancel()
+	for i := range batches {
+		bt := &batches[i]
+		if err := callerCtx.Err(); err != nil {
+			bt.sendFailed = err
+			return i + 1
+		}
+		bt.receipt, bt.sendFailed = bt.sender.snd.SendWithReceipt(sendCtx, bt.msg, nil)
+		if bt.sendFailed != nil {
+			if sendCtx.Err() != nil {
+				b.breakSender(bt.sender)
+			}
+			return i + 1
+		}
+		bt.sender.conn.touch()
+	}
+	return len(batches)
 }
 
 // outcome turns a delivery state into nil (accepted) or an error.
