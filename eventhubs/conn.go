@@ -47,6 +47,37 @@ func closeSessionAsync(sess *amqp.Session, wg *tracker) {
 	})
 }
 
+// beginSession begins a session on conn under life (the instance's
+// lifetime) and linkCloseTimeout; ctx bounds only the caller's wait. go-amqp
+// abandons a session whose ctx ends before its Begin is written and later
+// sends an End for it, which the peer never saw begin: a strict peer closes
+// the whole connection for that. A session that begins after the caller
+// left is ended in the background.
+func beginSession(ctx, life context.Context, conn *amqp.Conn, wg *tracker) (*amqp.Session, error) {
+	type begun struct {
+		sess *amqp.Session
+		err  error
+	}
+	done := make(chan begun, 1)
+	wg.Go(func() {
+		sctx, cancel := context.WithTimeout(life, linkCloseTimeout)
+		defer cancel()
+		sess, err := conn.NewSession(sctx, nil)
+		done <- begun{sess, err}
+	})
+	select {
+	case r := <-done:
+		return r.sess, r.err
+	case <-ctx.Done():
+		wg.Go(func() {
+			if r := <-done; r.err == nil {
+				closeSessionAsync(r.sess, wg)
+			}
+		})
+		return nil, ctx.Err()
+	}
+}
+
 // amqpConn is one AMQP connection of a Broker and everything tied to it:
 // the socket, the $cbs and $management request links, the claims to
 // renew, and the supervisor goroutine that watches it.
@@ -328,7 +359,7 @@ func (c *amqpConn) rpc(ctx context.Context, node string) (*rpcLink, error) {
 	for {
 		l, err := s.get(ctx, c.closed, broker.ErrUnavailable, (*rpcLink).alive, func(ctx context.Context) (*rpcLink, error) {
 			start := time.Now()
-			l, err := newRPCLink(ctx, c.conn, node, &c.b.wg)
+			l, err := newRPCLink(ctx, c.b.deadCtx, c.conn, node, &c.b.wg)
 			if err != nil {
 				return nil, err
 			}

@@ -49,7 +49,7 @@ func (b *Broker) attachSender(ctx context.Context, c *amqpConn, target string) (
 		return nil, err
 	}
 	tokenDone := time.Since(start)
-	sess, err := c.conn.NewSession(ctx, nil)
+	sess, err := beginSession(ctx, b.deadCtx, c.conn, &b.wg)
 	if err != nil {
 		return nil, wrapErr("attach", target, err)
 	}

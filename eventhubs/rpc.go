@@ -170,10 +170,10 @@ type rpcLink struct {
 	err     error         // why the reader exited; read after done
 }
 
-// newRPCLink attaches the pair on a new session of conn; the reader runs
-// in wg.
-func newRPCLink(ctx context.Context, conn *amqp.Conn, addr string, wg *tracker) (*rpcLink, error) {
-	sess, err := conn.NewSession(ctx, nil)
+// newRPCLink attaches the pair on a new session of conn (begun under life,
+// see beginSession); the reader runs in wg.
+func newRPCLink(ctx, life context.Context, conn *amqp.Conn, addr string, wg *tracker) (*rpcLink, error) {
+	sess, err := beginSession(ctx, life, conn, wg)
 	if err != nil {
 		return nil, err
 	}

@@ -459,7 +459,7 @@ func (p *partitionReceiver) attach(ctx context.Context, c *amqpConn) error {
 		return err
 	}
 	tokenDone := time.Since(start)
-	sess, err := c.conn.NewSession(ctx, nil)
+	sess, err := beginSession(ctx, b.deadCtx, c.conn, &b.wg)
 	if err != nil {
 		return wrapErr("attach", addr, err)
 	}
