@@ -284,22 +284,24 @@ func (b *Broker) sendFrom(ctx context.Context, hub string, events []event) (int,
 
 // writeBatches sends batches in order until one fails or callerCtx has
 // ended before a batch starts, and returns how many it tried. Each send is
-// bounded by the instance's lifetime and writeTimeout; a send that fails
-// on that bound may have left a transfer half written, so its link is
-// dropped.
+// bounded by the instance's lifetime and writeTimeout of its own; a send
+// that fails on that bound may have left a transfer half written, so its
+// link is dropped and the batch fails with a retryable ErrUnavailable.
 func (b *Broker) writeBatches(callerCtx context.Context, batches []batch) int {
-	sendCtx, cancel := context.WithTimeout(b.deadCtx, writeTimeout)
-	defer cancel()
 	for i := range batches {
 		bt := &batches[i]
 		if err := callerCtx.Err(); err != nil {
 			bt.sendFailed = err
 			return i + 1
 		}
+		sendCtx, cancel := context.WithTimeout(b.deadCtx, writeTimeout)
 		bt.receipt, bt.sendFailed = bt.sender.snd.SendWithReceipt(sendCtx, bt.msg, nil)
+		expired := sendCtx.Err() != nil && b.deadCtx.Err() == nil // not the broker's own teardown
+		cancel()
 		if bt.sendFailed != nil {
-			if sendCtx.Err() != nil {
+			if expired {
 				b.breakSender(bt.sender)
+				bt.sendFailed = broker.MarkRetryable(fmt.Errorf("eventhubs: send to %q not written within %v: %w", bt.target, writeTimeout, broker.ErrUnavailable))
 			}
 			return i + 1
 		}
