@@ -47,37 +47,6 @@ func closeSessionAsync(sess *amqp.Session, wg *tracker) {
 	})
 }
 
-// beginSession begins a session on conn under life (the instance's
-// lifetime) and linkCloseTimeout; ctx bounds only the caller's wait. go-amqp
-// abandons a session whose ctx ends before its Begin is written and later
-// sends an End for it, which the peer never saw begin: a strict peer closes
-// the whole connection for that. A session that begins after the caller
-// left is ended in the background.
-func beginSession(ctx, life context.Context, conn *amqp.Conn, wg *tracker) (*amqp.Session, error) {
-	type begun struct {
-		sess *amqp.Session
-		err  error
-	}
-	done := make(chan begun, 1)
-	wg.Go(func() {
-		sctx, cancel := context.WithTimeout(life, linkCloseTimeout)
-		defer cancel()
-		sess, err := conn.NewSession(sctx, nil)
-		done <- begun{sess, err}
-	})
-	select {
-	case r := <-done:
-		return r.sess, r.err
-	case <-ctx.Done():
-		wg.Go(func() {
-			if r := <-done; r.err == nil {
-				closeSessionAsync(r.sess, wg)
-			}
-		})
-		return nil, ctx.Err()
-	}
-}
-
 // amqpConn is one AMQP connection of a Broker and everything tied to it:
 // the socket, the $cbs and $management request links, the claims to
 // renew, and the supervisor goroutine that watches it.
@@ -357,9 +326,9 @@ func (c *amqpConn) rpc(ctx context.Context, node string) (*rpcLink, error) {
 		s = &c.mgmt
 	}
 	for {
-		l, err := s.get(ctx, c.closed, broker.ErrUnavailable, (*rpcLink).alive, func(ctx context.Context) (*rpcLink, error) {
+		l, err := s.get(ctx, c.b.life(), c.closed, broker.ErrUnavailable, (*rpcLink).alive, func(ctx context.Context) (*rpcLink, error) {
 			start := time.Now()
-			l, err := newRPCLink(ctx, c.b.deadCtx, c.conn, node, &c.b.wg)
+			l, err := newRPCLink(ctx, c.conn, node, &c.b.wg)
 			if err != nil {
 				return nil, err
 			}
@@ -407,7 +376,7 @@ func (c *amqpConn) putToken(ctx context.Context, audience string) error {
 		expiration = strconv.FormatInt(tok.expiry.Unix(), 10)
 	}
 	c.touch()
-	_, status, desc, err := l.call(ctx, c.b.dead, &amqp.Message{
+	_, status, desc, err := l.call(ctx, c.b.life(), &amqp.Message{
 		Value: tok.value,
 		ApplicationProperties: map[string]any{
 			"operation":  "put-token",
@@ -493,7 +462,7 @@ func (b *Broker) reconnectEagerly() {
 // getConn returns the live connection, building one if needed (one
 // builder at a time). It obeys ctx and the broker's death.
 func (b *Broker) getConn(ctx context.Context) (*amqpConn, error) {
-	return b.conn.get(ctx, b.dead, broker.ErrClosed, (*amqpConn).alive, func(ctx context.Context) (*amqpConn, error) {
+	return b.conn.get(ctx, b.life(), b.dead, broker.ErrClosed, (*amqpConn).alive, func(ctx context.Context) (*amqpConn, error) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		stop := context.AfterFunc(b.deadCtx, cancel)

@@ -144,6 +144,9 @@ func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
 	return b.state.Watch(ctx)
 }
 
+// life is the instance's lifetime, under which shared state is built.
+func (b *Broker) life() lifetime { return lifetime{b.deadCtx, &b.wg} }
+
 func (b *Broker) isClosing() bool {
 	select {
 	case <-b.closing:

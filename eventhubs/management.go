@@ -150,7 +150,7 @@ func (c *amqpConn) mgmtRequest(ctx context.Context, hub string, props map[string
 		ap[k] = v
 	}
 	c.touch()
-	resp, status, desc, err := l.call(ctx, c.b.dead, &amqp.Message{ApplicationProperties: ap, Value: amqp.Null{}})
+	resp, status, desc, err := l.call(ctx, c.b.life(), &amqp.Message{ApplicationProperties: ap, Value: amqp.Null{}})
 	if err != nil {
 		return nil, err
 	}

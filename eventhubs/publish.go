@@ -34,7 +34,7 @@ func (b *Broker) sender(ctx context.Context, target string) (*senderLink, error)
 		b.senders[target] = sl
 	}
 	b.mu.Unlock()
-	return sl.get(ctx, b.dead, broker.ErrClosed, (*senderLink).valid, func(ctx context.Context) (*senderLink, error) {
+	return sl.get(ctx, b.life(), b.dead, broker.ErrClosed, (*senderLink).valid, func(ctx context.Context) (*senderLink, error) {
 		c, err := b.getConn(ctx)
 		if err != nil {
 			return nil, err
@@ -49,7 +49,7 @@ func (b *Broker) attachSender(ctx context.Context, c *amqpConn, target string) (
 		return nil, err
 	}
 	tokenDone := time.Since(start)
-	sess, err := beginSession(ctx, b.deadCtx, c.conn, &b.wg)
+	sess, err := c.conn.NewSession(ctx, nil)
 	if err != nil {
 		return nil, wrapErr("attach", target, err)
 	}

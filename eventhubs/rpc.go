@@ -11,133 +11,6 @@ import (
 	"github.com/Azure/go-amqp"
 )
 
-// slot holds one lazily built value (a connection, a link) and makes sure
-// only one caller builds it at a time: the others wait by their ctx and
-// get the builder's result. No lock is held while building.
-type slot[T comparable] struct {
-	mu       sync.Mutex
-	val      T
-	building *flight[T]
-}
-
-type flight[T any] struct {
-	done chan struct{}
-	val  T
-	err  error
-}
-
-// get returns the held value if valid reports true for it; otherwise it
-// builds a new one (or waits for the build in progress). abort ends the
-// wait like ctx does, with errAbort.
-func (s *slot[T]) get(ctx context.Context, abort <-chan struct{}, errAbort error, valid func(T) bool, build func(context.Context) (T, error)) (T, error) {
-	var zero T
-	s.mu.Lock()
-	if s.val != zero && valid(s.val) {
-		v := s.val
-		s.mu.Unlock()
-		return v, nil
-	}
-	if f := s.building; f != nil {
-		s.mu.Unlock()
-		select {
-		case <-f.done:
-			return f.val, f.err
-		case <-ctx.Done():
-			return zero, ctx.Err()
-		case <-abort:
-			return zero, errAbort
-		}
-	}
-	f := &flight[T]{done: make(chan struct{})}
-	s.building = f
-	s.mu.Unlock()
-
-	f.val, f.err = build(ctx)
-
-	s.mu.Lock()
-	s.building = nil
-	if f.err == nil {
-		s.val = f.val
-	}
-	s.mu.Unlock()
-	close(f.done)
-	return f.val, f.err
-}
-
-// peek returns the held value (the zero value when none).
-func (s *slot[T]) peek() T {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.val
-}
-
-// drop forgets v if it is the held value. It reports whether it did.
-func (s *slot[T]) drop(v T) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var zero T
-	if v != zero && s.val == v {
-		s.val = zero
-		return true
-	}
-	return false
-}
-
-// tracker counts goroutines like a sync.WaitGroup, but may gain new ones
-// while someone waits, and its wait obeys a ctx.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{}
-}
-
-// Add adds n goroutines.
-func (t *tracker) Add(n int) {
-	t.mu.Lock()
-	t.n += n
-	t.mu.Unlock()
-}
-
-// Done marks one goroutine finished.
-func (t *tracker) Done() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.n == 0 && t.zero != nil {
-		close(t.zero)
-		t.zero = nil
-	}
-}
-
-// Go runs f in a tracked goroutine.
-func (t *tracker) Go(f func()) {
-	t.Add(1)
-	go func() {
-		defer t.Done()
-		f()
-	}()
-}
-
-// wait waits until no tracked goroutine runs, or ctx ends.
-func (t *tracker) wait(ctx context.Context) error {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.mu.Unlock()
-		return nil
-	}
-	if t.zero == nil {
-		t.zero = make(chan struct{})
-	}
-	ch := t.zero
-	t.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // randomID returns a random UUID-formatted string.
 func randomID() string {
 	var b [16]byte
@@ -170,10 +43,11 @@ type rpcLink struct {
 	err     error         // why the reader exited; read after done
 }
 
-// newRPCLink attaches the pair on a new session of conn (begun under life,
-// see beginSession); the reader runs in wg.
-func newRPCLink(ctx, life context.Context, conn *amqp.Conn, addr string, wg *tracker) (*rpcLink, error) {
-	sess, err := beginSession(ctx, life, conn, wg)
+// newRPCLink attaches the pair on a new session of conn, by ctx (the
+// request link's slot builds it under the instance's lifetime); the reader
+// runs in wg.
+func newRPCLink(ctx context.Context, conn *amqp.Conn, addr string, wg *tracker) (*rpcLink, error) {
+	sess, err := conn.NewSession(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -294,9 +168,12 @@ func (r *rpcLink) retireIfIdle(now time.Time, idle time.Duration) bool {
 	return true
 }
 
-// call sends req and waits for the reply by ctx and abort. It returns the
-// reply's status code and description besides the message.
-func (r *rpcLink) call(ctx context.Context, abort <-chan struct{}, req *amqp.Message) (*amqp.Message, int32, string, error) {
+// call sends req and waits for the reply by ctx and life. The request is
+// written under life (the link is shared, and go-amqp makes a write's ctx
+// deadline the socket's write deadline: a short one would fail the whole
+// connection); ctx bounds only the wait. It returns the reply's status
+// code and description besides the message.
+func (r *rpcLink) call(ctx context.Context, life lifetime, req *amqp.Message) (*amqp.Message, int32, string, error) {
 	id := randomID()
 	if req.Properties == nil {
 		req.Properties = &amqp.MessageProperties{}
@@ -317,10 +194,16 @@ func (r *rpcLink) call(ctx context.Context, abort <-chan struct{}, req *amqp.Mes
 		delete(r.pending, id)
 		r.mu.Unlock()
 	}
-	if err := r.snd.Send(ctx, req, nil); err != nil {
+	_, err := awaitBuilt(ctx, life, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, r.snd.Send(ctx, req, nil)
+	}, nil)
+	if err != nil {
 		forget()
 		if ctx.Err() != nil {
 			return nil, 0, "", ctx.Err()
+		}
+		if life.ctx.Err() != nil {
+			return nil, 0, "", context.Canceled
 		}
 		return nil, 0, "", err
 	}
@@ -333,7 +216,7 @@ func (r *rpcLink) call(ctx context.Context, abort <-chan struct{}, req *amqp.Mes
 	case <-ctx.Done():
 		forget()
 		return nil, 0, "", ctx.Err()
-	case <-abort:
+	case <-life.ctx.Done():
 		forget()
 		return nil, 0, "", context.Canceled
 	}

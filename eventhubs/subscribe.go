@@ -449,25 +449,48 @@ func (p *partitionReceiver) selector() string {
 	return p.start
 }
 
-// attach puts a token and attaches a receiver link on c.
+// receiverLink is an attached receiver and the session it lives on.
+type receiverLink struct {
+	sess *amqp.Session
+	rcv  *amqp.Receiver
+}
+
+// attach puts a token and attaches a receiver link on c, under the
+// instance's lifetime: ctx bounds only the wait (see awaitBuilt), and a
+// link attached after ctx ended is detached in the background.
 func (p *partitionReceiver) attach(ctx context.Context, c *amqpConn) error {
+	b := p.s.b
+	sel := p.selector()
+	l, err := awaitBuilt(ctx, b.life(), func(ctx context.Context) (receiverLink, error) {
+		return p.attachLink(ctx, c, sel)
+	}, func(l receiverLink) {
+		closeReceiverAsync(l, b)
+	})
+	if err != nil {
+		return err
+	}
+	p.conn, p.sess, p.rcv = c, l.sess, l.rcv
+	return nil
+}
+
+// attachLink does attach's work by ctx, starting at selector sel.
+func (p *partitionReceiver) attachLink(ctx context.Context, c *amqpConn, sel string) (receiverLink, error) {
 	s := p.s
 	b := s.b
 	addr := p.address()
 	start := time.Now()
 	if err := c.putToken(ctx, b.cfg.audience(addr)); err != nil {
-		return err
+		return receiverLink{}, err
 	}
 	tokenDone := time.Since(start)
-	sess, err := beginSession(ctx, b.deadCtx, c.conn, &b.wg)
+	sess, err := c.conn.NewSession(ctx, nil)
 	if err != nil {
-		return wrapErr("attach", addr, err)
+		return receiverLink{}, wrapErr("attach", addr, err)
 	}
 	props := map[string]any{propReceiverName: p.name}
 	if s.epoch != nil {
 		props[propEpoch] = *s.epoch
 	}
-	sel := p.selector()
 	rcv, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{
 		Credit:              int32(min(s.cfg.Prefetch, 1<<20)),
 		SettlementMode:      amqp.ReceiverSettleModeFirst.Ptr(),
@@ -479,13 +502,23 @@ func (p *partitionReceiver) attach(ctx context.Context, c *amqpConn) error {
 	})
 	if err != nil {
 		closeSessionAsync(sess, &b.wg)
-		return wrapErr("attach", addr, err)
+		return receiverLink{}, wrapErr("attach", addr, err)
 	}
-	p.conn, p.sess, p.rcv = c, sess, rcv
 	c.touch()
 	b.log.Info("receiver attached", "conn", c.gen, "source", addr, "selector", sel, "owner_level", epochString(s.epoch),
 		"put_token", tokenDone, "elapsed", time.Since(start))
-	return nil
+	return receiverLink{sess: sess, rcv: rcv}, nil
+}
+
+// closeReceiverAsync detaches l and ends its session in the background,
+// bounded, in b's tracker.
+func closeReceiverAsync(l receiverLink, b *Broker) {
+	b.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), linkCloseTimeout)
+		defer cancel()
+		_ = l.rcv.Close(ctx)
+		closeSessionAsync(l.sess, &b.wg)
+	})
 }
 
 // closeLink detaches the receiver (bounded) and forgets it.
