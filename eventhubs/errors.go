@@ -265,3 +265,20 @@ func statusError(op, entity string, status int32, desc string) error {
 	}
 	return broker.MarkFatal(e)
 }
+
+// onLinkError classifies err, received on a link that was attached and
+// authorized (a send, a disposition, a receive). The service detaches such
+// a link with amqp:unauthorized-access when the token that covered it
+// expired — a renewal that came late on a busy machine or a paused
+// process — or was revoked; that is recoverable: a new attach puts a fresh
+// token first, and a refused put-token or attach is fatal there. Every
+// other error is classified as wrapErr does.
+func onLinkError(op, entity string, err error) error {
+	var le *amqp.LinkError
+	if errors.As(err, &le) && le.RemoteErr != nil && string(le.RemoteErr.Condition) == condUnauthorized {
+		return broker.MarkRetryable(&Error{Op: op, Entity: entity, Condition: condUnauthorized,
+			Description: le.RemoteErr.Description + " (the link's token lapsed; re-authorizing)",
+			sentinel:    broker.ErrUnavailable, cause: err, act: actRelink})
+	}
+	return wrapErr(op, entity, err)
+}

@@ -85,11 +85,25 @@ func (b *Broker) breakSender(s *senderLink) {
 // batch is a run of consecutive events sent as one message.
 type batch struct {
 	target     string
-	from, to   int // event indexes [from, to)
+	from, to   int    // event indexes [from, to)
+	group      string // order group: see orderGroup
 	msg        *amqp.Message
 	sender     *senderLink
 	receipt    amqp.SendReceipt
 	sendFailed error
+	held       bool // not sent: an earlier batch of its group was not accepted
+	accepted   bool
+}
+
+// orderGroup names the events whose order Publish keeps: those with the
+// same target and partition key. Events without a key sent to the hub
+// are spread over partitions by the service and have no order to keep
+// ("").
+func orderGroup(hub, target, key string) string {
+	if key == "" && target == hub {
+		return ""
+	}
+	return target + "\x00" + key
 }
 
 // Publish sends msgs to the event hub named topic and returns nil only
@@ -140,10 +154,10 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	defer b.leave()
 	b.noteHub(topic)
 
-	next := 0 // first event not known to be accepted
+	pending := events // not known to be accepted, in order
 	for attempt := 0; ; attempt++ {
-		done, err := b.sendFrom(ctx, topic, events[next:])
-		next += done
+		var err error
+		pending, err = b.sendOnce(ctx, topic, pending)
 		if err == nil {
 			return nil
 		}
@@ -151,21 +165,21 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 			return fmt.Errorf("eventhubs: publish to %q: %w", topic, broker.ErrClosed)
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w", topic, len(events)-next, len(events), ctx.Err())
+			return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w", topic, len(pending), len(events), ctx.Err())
 		}
 		err = wrapErr("publish", topic, err)
 		act, _ := classify(err)
 		if act == actFatal || act == actStolen || act == actContext || attempt >= b.cfg.Retry.MaxAttempts {
-			return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w", topic, len(events)-next, len(events), err)
+			return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w", topic, len(pending), len(events), err)
 		}
 		delay := b.backoff(attempt + 1)
 		if attempt == 0 && act != actRetry {
 			delay = 0
 		}
-		b.log.Info("publish retrying", "hub", topic, "attempt", attempt+1, "action", act.String(), "delay", delay, "pending", len(events)-next, "err", err)
+		b.log.Info("publish retrying", "hub", topic, "attempt", attempt+1, "action", act.String(), "delay", delay, "pending", len(pending), "err", err)
 		if !b.sleep(ctx, delay) {
 			if ctx.Err() != nil {
-				return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w (last error: %v)", topic, len(events)-next, len(events), ctx.Err(), err)
+				return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w (last error: %v)", topic, len(pending), len(events), ctx.Err(), err)
 			}
 			return fmt.Errorf("eventhubs: publish to %q: %w", topic, broker.ErrClosed)
 		}
@@ -207,9 +221,17 @@ func (b *Broker) keepAliveHub() string {
 	return b.lastHub
 }
 
-// sendFrom sends events in batches and waits for their dispositions. It
-// returns how many leading events were accepted, and the first error.
-func (b *Broker) sendFrom(ctx context.Context, hub string, events []event) (int, error) {
+// sendOnce sends events in batches and waits for their dispositions. It
+// returns the events not known to be accepted, in order, and the first
+// error.
+//
+// Batches are pipelined on their links, except that a batch is written
+// only once the batch before it in its order group (the same target and
+// partition key; see orderGroup) has been accepted: a rejected or unknown
+// batch holds back the rest of its group for the next attempt, so that a
+// resend never puts a key's later events before its earlier ones, and
+// accepted batches are never sent again.
+func (b *Broker) sendOnce(ctx context.Context, hub string, events []event) ([]event, error) {
 	// Attach (or reuse) the senders first, so that batches are sized by
 	// the links' real limits before anything is sent.
 	senders := make(map[string]*senderLink)
@@ -221,7 +243,7 @@ func (b *Broker) sendFrom(ctx context.Context, hub string, events []event) (int,
 		}
 		s, err := b.sender(ctx, t)
 		if err != nil {
-			return 0, err
+			return events, err
 		}
 		senders[t] = s
 		if max == 0 || s.max < max {
@@ -229,7 +251,7 @@ func (b *Broker) sendFrom(ctx context.Context, hub string, events []event) (int,
 		}
 	}
 	if err := b.checkSizes(hub, events, max); err != nil {
-		return 0, err
+		return events, err
 	}
 	batches := plan(hub, events, max)
 	for i := range batches {
@@ -240,59 +262,112 @@ func (b *Broker) sendFrom(ctx context.Context, hub string, events []event) (int,
 	// by its ctx without aborting it, which leaves the link (shared by
 	// every caller) holding a half-sent delivery. The caller's ctx bounds
 	// only its own wait; a batch not started when it ends is not sent.
-	written := make(chan int, 1)
-	b.wg.Go(func() { written <- b.writeBatches(ctx, batches) })
-	select {
-	case n := <-written:
-		batches = batches[:n]
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	w := &batchWriter{
+		b:       b,
+		batches: batches,
+		written: make(chan int, len(batches)),
+		settled: make(chan int, len(batches)),
 	}
-	accepted := 0
+	b.wg.Go(func() { w.run(ctx) })
 	var firstErr error
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+collect:
 	for i := range batches {
 		bt := &batches[i]
+		select {
+		case _, ok := <-w.written:
+			if !ok {
+				break collect // the writer stopped: the rest were not sent
+			}
+		case <-ctx.Done():
+			fail(ctx.Err())
+			break collect
+		}
 		err := bt.sendFailed
-		if err == nil {
+		if err == nil && !bt.held {
 			var state amqp.DeliveryState
 			state, err = bt.receipt.Wait(ctx)
 			if err == nil {
-				err = outcome(state)
+				err = outcome(bt.target, state)
+			} else if ctx.Err() != nil {
+				fail(ctx.Err())
+				break collect
 			}
 		}
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
+		if err != nil && !bt.held {
+			err = onLinkError("send", bt.target, err)
+			fail(err)
 			if act, _ := classify(err); act == actRelink || act == actReconnect || act == actFatal {
 				b.breakSender(bt.sender)
 				if act == actReconnect {
 					b.invalidate(bt.sender.conn, err)
 				}
 			}
-			continue
 		}
-		if firstErr == nil {
-			accepted = bt.to
+		bt.accepted = err == nil && !bt.held
+		w.settled <- i
+	}
+	rest := events[:0:0]
+	for i := range batches {
+		if !batches[i].accepted {
+			rest = append(rest, events[batches[i].from:batches[i].to]...)
 		}
+	}
+	if firstErr == nil && len(rest) > 0 {
+		firstErr = broker.MarkRetryable(fmt.Errorf("eventhubs: %d events held back behind a failed batch: %w", len(rest), broker.ErrUnavailable))
 	}
 	if firstErr != nil && errors.Is(firstErr, context.Canceled) && ctx.Err() == nil {
 		firstErr = broker.ErrUnavailable
 	}
-	return accepted, firstErr
+	return rest, firstErr
 }
 
-// writeBatches sends batches in order until one fails or callerCtx has
-// ended before a batch starts, and returns how many it tried. Each send is
-// bounded by the instance's lifetime and writeTimeout of its own; a send
-// that fails on that bound may have left a transfer half written, so its
-// link is dropped and the batch fails with a retryable ErrUnavailable.
-func (b *Broker) writeBatches(callerCtx context.Context, batches []batch) int {
-	for i := range batches {
-		bt := &batches[i]
-		if err := callerCtx.Err(); err != nil {
-			bt.sendFailed = err
-			return i + 1
+// batchWriter writes one call's batches in order on the instance's
+// lifetime; see sendOnce.
+type batchWriter struct {
+	b       *Broker
+	batches []batch
+	written chan int // index of each batch tried (written, failed or held), in order; closed when the writer stops early
+	settled chan int // index of each batch whose outcome the caller has recorded, in order
+}
+
+// run writes the batches until all are tried, one fails to be written, or
+// callerCtx ends before a batch starts. Each send is bounded by the
+// instance's lifetime and writeTimeout of its own; a send that fails on
+// that bound may have left a transfer half written, so its link is dropped
+// and the batch fails with a retryable ErrUnavailable.
+func (w *batchWriter) run(callerCtx context.Context) {
+	b := w.b
+	last := make(map[string]int) // order group → index of its latest written batch
+	seen := -1                   // highest index read from settled
+	for i := range w.batches {
+		bt := &w.batches[i]
+		group := bt.group
+		if j, ok := last[group]; ok && group != "" {
+			for seen < j {
+				select {
+				case seen = <-w.settled:
+				case <-callerCtx.Done():
+					close(w.written)
+					return
+				case <-b.dead:
+					close(w.written)
+					return
+				}
+			}
+			if !w.batches[j].accepted {
+				bt.held = true // and so are the group's later batches
+				w.written <- i
+				continue
+			}
+		}
+		if callerCtx.Err() != nil {
+			close(w.written)
+			return
 		}
 		sendCtx, cancel := context.WithTimeout(b.deadCtx, writeTimeout)
 		bt.receipt, bt.sendFailed = bt.sender.snd.SendWithReceipt(sendCtx, bt.msg, nil)
@@ -303,15 +378,20 @@ func (b *Broker) writeBatches(callerCtx context.Context, batches []batch) int {
 				b.breakSender(bt.sender)
 				bt.sendFailed = broker.MarkRetryable(fmt.Errorf("eventhubs: send to %q not written within %v: %w", bt.target, writeTimeout, broker.ErrUnavailable))
 			}
-			return i + 1
+			w.written <- i
+			close(w.written)
+			return
 		}
 		bt.sender.conn.touch()
+		last[group] = i
+		w.written <- i
 	}
-	return len(batches)
 }
 
-// outcome turns a delivery state into nil (accepted) or an error.
-func outcome(state amqp.DeliveryState) error {
+// outcome turns the delivery state of a batch sent to target into nil
+// (accepted) or an error. A delivery settled with no state is of unknown
+// outcome: it is resent.
+func outcome(target string, state amqp.DeliveryState) error {
 	switch s := state.(type) {
 	case *amqp.StateAccepted:
 		return nil
@@ -325,7 +405,8 @@ func outcome(state amqp.DeliveryState) error {
 	case *amqp.StateModified:
 		return &amqp.Error{Condition: condServerBusy, Description: "modified by the service"}
 	case nil:
-		return nil // settled without a state: the service took it
+		return broker.MarkRetryable(&Error{Op: "send", Entity: target, Description: "settled without an outcome",
+			sentinel: broker.ErrUnavailable, act: actRetry})
 	}
 	return fmt.Errorf("unexpected delivery state %T", state)
 }
@@ -347,7 +428,7 @@ func plan(hub string, events []event, max int) []batch {
 		}
 		msg := envelope(ev)
 		msg.Data = [][]byte{ev.enc}
-		out = append(out, batch{target: t, from: i, to: i + 1, msg: msg})
+		out = append(out, batch{target: t, group: orderGroup(hub, t, ev.key), from: i, to: i + 1, msg: msg})
 		size = envelopeSize(ev) + n
 	}
 	return out

@@ -583,7 +583,7 @@ func (p *partitionReceiver) stopped() bool { return p.ctx.Err() != nil }
 func (p *partitionReceiver) onError(err error) bool {
 	s := p.s
 	b := s.b
-	werr := wrapErr("receive", p.address(), err)
+	werr := onLinkError("receive", p.address(), err)
 	act, _ := classify(werr)
 	cond := ""
 	if ae, _ := remote(err); ae != nil {

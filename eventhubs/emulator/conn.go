@@ -911,13 +911,18 @@ func (c *conn) onTransfer(s *session, t *amqp10.Transfer, payload []byte) {
 		return
 	}
 	l.inc = nil
-	var outcome *amqp10.Error
+	var outcome amqp10.DeliveryState = &amqp10.Accepted{}
 	if inc.oversize {
-		outcome = newError(CondMessageSizeExceeded, fmt.Sprintf(
+		outcome = &amqp10.Rejected{Error: newError(CondMessageSizeExceeded, fmt.Sprintf(
 			"The received message (delivery-id:%d, size exceeds %d bytes) exceeds the limit (%d bytes) currently allowed on the link. %s",
-			inc.deliveryID, c.e.cfg.MaxMessageSize, c.e.cfg.MaxMessageSize, c.tracking()))
-	} else {
-		outcome = c.deliver(l, inc)
+			inc.deliveryID, c.e.cfg.MaxMessageSize, c.e.cfg.MaxMessageSize, c.tracking()))}
+	} else if tf, ok := c.transferFault(l); ok {
+		outcome = nil // settled with no state
+		if tf.cond != "" {
+			outcome = &amqp10.Rejected{Error: newError(tf.cond, c.trackedDescription(tf.desc))}
+		}
+	} else if err := c.deliver(l, inc); err != nil {
+		outcome = &amqp10.Rejected{Error: err}
 	}
 	if !inc.settled {
 		c.dispose(s, inc.deliveryID, outcome)
@@ -947,12 +952,19 @@ func (c *conn) deliver(l *link, inc *incoming) *amqp10.Error {
 	return nil
 }
 
-// dispose settles an incoming delivery, after the injected delay if any.
-func (c *conn) dispose(s *session, id uint32, e *amqp10.Error) {
-	d := &amqp10.Disposition{Role: amqp10.RoleReceiver, First: id, Settled: true, State: &amqp10.Accepted{}}
-	if e != nil {
-		d.State = &amqp10.Rejected{Error: e}
+// transferFault reports the injected fault for a complete transfer on l,
+// if it is an event transfer that Faults.FailTransfer chose.
+func (c *conn) transferFault(l *link) (transferFault, bool) {
+	if l.kind != kindEventSender {
+		return transferFault{}, false
 	}
+	return c.e.faults.countTransfer()
+}
+
+// dispose settles an incoming delivery with state (nil: settled with no
+// state), after the injected delay if any.
+func (c *conn) dispose(s *session, id uint32, state amqp10.DeliveryState) {
+	d := &amqp10.Disposition{Role: amqp10.RoleReceiver, First: id, Settled: true, State: state}
 	delay := c.e.faults.dispositionDelay()
 	if delay <= 0 {
 		c.send(s.ch, d, nil)
@@ -1112,9 +1124,14 @@ func (c *conn) housekeeping(now time.Time) {
 		}, CondLinkDetachForced, c.trackedDescription(fmt.Sprintf(
 			"The link is force detached. Code: ServerError. Details: AmqpMessageConsumer.IdleTimerExpired: Idle timeout: %s.", to)))
 	}
-	// As on the service, an event link lives only as long as a token
-	// covering its entity: the client must put a fresh one on $cbs before
-	// the last expires. (The description is the emulator's own wording.)
+	c.detachUnauthorized()
+}
+
+// detachUnauthorized detaches the event links no unexpired token covers.
+// As on the service, an event link lives only as long as a token covering
+// its entity: the client must put a fresh one on $cbs before the last
+// expires. (The description is the emulator's own wording.)
+func (c *conn) detachUnauthorized() {
 	var expired []string
 	c.detachMatching(func(l *link) bool {
 		if l.kind.isEntity() && !c.authorized(l.address) {

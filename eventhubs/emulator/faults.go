@@ -38,6 +38,13 @@ type Faults struct {
 	mu         sync.Mutex
 	refusals   []refusal
 	dispoDelay time.Duration
+	transfers  int64           // event transfers received so far
+	failing    []transferFault // sorted by at
+}
+
+type transferFault struct {
+	at         int64 // the transfer count it applies to
+	cond, desc string
 }
 
 type refusal struct {
@@ -86,6 +93,22 @@ func (f *Faults) DetachLinks(address, condition, description string) int {
 	return len(conns)
 }
 
+// ExpireTokens ends, on every open connection, every token put so far, as
+// if each had reached its expiry: the event links they covered are
+// detached with amqp:unauthorized-access at once, as the service does
+// when a client renews too late. Tokens put afterwards are unaffected. It
+// returns the number of connections told.
+func (f *Faults) ExpireTokens() int {
+	conns := f.e.connections()
+	for _, c := range conns {
+		c.post(func(c *conn) {
+			c.claims = nil
+			c.detachUnauthorized()
+		})
+	}
+	return len(conns)
+}
+
 // RefuseNextAttach makes the next attach of an event sender or receiver
 // (not $cbs or $management links) fail: the emulator answers with null
 // terminus and a detach carrying condition (com.microsoft:server-busy when
@@ -108,6 +131,46 @@ func (f *Faults) DelayDispositions(d time.Duration) {
 	f.mu.Lock()
 	f.dispoDelay = d
 	f.mu.Unlock()
+}
+
+// FailTransfer makes the nth event transfer from now (1 is the next one;
+// counted over every connection, requests to $cbs and $management not
+// included) fail without storing any of its events: it is settled as
+// rejected with condition and description, or, when condition is empty,
+// settled with no delivery state at all — an outcome the sender cannot
+// tell from success unless it asks for one. Calls add up: each names one
+// transfer.
+func (f *Faults) FailTransfer(n int, condition, description string) {
+	if n < 1 {
+		n = 1
+	}
+	if condition != "" && description == "" {
+		description = "The transfer failed (fault injection)."
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tf := transferFault{at: f.transfers + int64(n), cond: condition, desc: description}
+	i := len(f.failing)
+	for i > 0 && f.failing[i-1].at > tf.at {
+		i--
+	}
+	f.failing = append(f.failing, transferFault{})
+	copy(f.failing[i+1:], f.failing[i:])
+	f.failing[i] = tf
+}
+
+// countTransfer counts one complete event transfer and returns the fault
+// that applies to it, if any.
+func (f *Faults) countTransfer() (transferFault, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.transfers++
+	if len(f.failing) == 0 || f.failing[0].at != f.transfers {
+		return transferFault{}, false
+	}
+	tf := f.failing[0]
+	f.failing = f.failing[1:]
+	return tf, true
 }
 
 func (f *Faults) takeRefusal() (refusal, bool) {
