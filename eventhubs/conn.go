@@ -364,7 +364,7 @@ func (c *amqpConn) putToken(ctx context.Context, audience string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("eventhubs: put-token %q: %w", audience, ctx.Err())
 		}
-		return broker.MarkFatal(&Error{Op: "put-token", Entity: audience, Description: err.Error(), sentinel: broker.ErrUnauthorized, cause: err, act: actFatal})
+		return broker.MarkFatal(&Error{Op: "put-token", Entity: audience, Description: "the token source failed", sentinel: broker.ErrUnauthorized, cause: err, act: actFatal})
 	}
 	l, err := c.rpc(ctx, "$cbs")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/internal/tlsfail"
 )
 
 // Event Hubs error conditions beyond the AMQP ones go-amqp names.
@@ -65,8 +66,16 @@ func (e *Error) Error() string {
 		if e.Description != "" {
 			b.WriteString(" (" + e.Description + ")")
 		}
-	} else if e.cause != nil {
-		b.WriteString(e.cause.Error())
+	} else {
+		if e.Description != "" {
+			b.WriteString(e.Description)
+			if e.cause != nil {
+				b.WriteString(": ")
+			}
+		}
+		if e.cause != nil {
+			b.WriteString(e.cause.Error())
+		}
 	}
 	if e.sentinel != nil {
 		b.WriteString(": " + e.sentinel.Error())
@@ -156,7 +165,22 @@ func classify(err error) (action, error) {
 		}
 		return actFatal, nil
 	}
+	if tlsfail.Reason(err) != "" {
+		return actFatal, broker.ErrUnavailable
+	}
 	ae, level := remote(err)
+	if ae != nil {
+		switch {
+		case level == "connection":
+			// Whatever the peer closed the connection for, a new one is
+			// the remedy; the condition is kept for the logs.
+			return actReconnect, broker.ErrUnavailable
+		case level == "session" || isProtocolCondition(string(ae.Condition)):
+			// The peer found the session or link out of step with it: a
+			// new session and link fix that.
+			return actRelink, broker.ErrUnavailable
+		}
+	}
 	if ae == nil {
 		switch level {
 		case "connection":
@@ -176,6 +200,21 @@ func classify(err error) (action, error) {
 	return actionOf(string(ae.Condition), level), sentinelOf(string(ae.Condition))
 }
 
+// isProtocolCondition reports whether cond is the peer saying that a frame
+// broke the protocol's rules (a delivery changed mid-transfer, a handle or
+// channel it does not know, a window exceeded): state left behind by an
+// interrupted operation, which a new link or session clears. It is never
+// the caller's input.
+func isProtocolCondition(cond string) bool {
+	switch cond {
+	case string(amqp.ErrCondNotAllowed), "amqp:connection:framing-error", "amqp:illegal-state",
+		"amqp:session:window-violation", "amqp:session:errant-link",
+		"amqp:session:handle-in-use", "amqp:session:unattached-handle":
+		return true
+	}
+	return false
+}
+
 // actionOf is the recovery action for a condition received at level.
 func actionOf(cond, level string) action {
 	switch cond {
@@ -191,7 +230,7 @@ func actionOf(cond, level string) action {
 	case condConnectionForced, string(amqp.ErrCondInternalError):
 		return actReconnect
 	case string(amqp.ErrCondResourceLimitExceeded), condMessageSizeExceeded, condUnauthorized,
-		condNotFound, string(amqp.ErrCondNotAllowed), condEntityDisabled, condArgumentOutOfRange,
+		condNotFound, condEntityDisabled, condArgumentOutOfRange,
 		condArgumentError, string(amqp.ErrCondInvalidField), string(amqp.ErrCondNotImplemented),
 		string(amqp.ErrCondDecodeError):
 		return actFatal
@@ -217,8 +256,7 @@ func sentinelOf(cond string) error {
 		return broker.ErrBusy
 	case string(amqp.ErrCondResourceLimitExceeded):
 		return broker.ErrBusy // too many receivers: fatal, but a quota, not bad input
-	case string(amqp.ErrCondNotAllowed), condArgumentOutOfRange, condArgumentError,
-		string(amqp.ErrCondInvalidField), string(amqp.ErrCondNotImplemented), string(amqp.ErrCondDecodeError):
+	case condArgumentOutOfRange, condArgumentError, string(amqp.ErrCondInvalidField), string(amqp.ErrCondNotImplemented), string(amqp.ErrCondDecodeError):
 		return broker.ErrInvalidOption
 	}
 	return broker.ErrUnavailable
@@ -240,6 +278,9 @@ func wrapErr(op, entity string, err error) error {
 		return fmt.Errorf("eventhubs: %s %q: %w", op, entity, err)
 	}
 	e := &Error{Op: op, Entity: entity, sentinel: sentinel, cause: err, act: act}
+	if reason := tlsfail.Reason(err); reason != "" {
+		e.Description = reason
+	}
 	if ae, _ := remote(err); ae != nil {
 		e.Condition, e.Description = string(ae.Condition), ae.Description
 	}

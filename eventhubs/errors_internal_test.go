@@ -2,6 +2,8 @@ package eventhubs
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +42,20 @@ func TestClassify(t *testing.T) {
 		{statusError("management", "hub", 404, "no"), actFatal, broker.ErrNotFound, false},
 		{statusError("management", "hub", 503, "busy"), actRetry, broker.ErrBusy, true},
 		{statusError("put-token", "hub", 401, "no"), actFatal, broker.ErrUnauthorized, false},
+		// The peer's protocol complaints are recoverable: a new link, a
+		// new session or a new connection fixes them, never the caller.
+		{link(string(amqp.ErrCondNotAllowed)), actRelink, broker.ErrUnavailable, true},
+		{link("amqp:session:unattached-handle"), actRelink, broker.ErrUnavailable, true},
+		{conn(string(amqp.ErrCondNotAllowed)), actReconnect, broker.ErrUnavailable, true},
+		{conn("amqp:connection:framing-error"), actReconnect, broker.ErrUnavailable, true},
+		{conn(string(amqp.ErrCondDecodeError)), actReconnect, broker.ErrUnavailable, true},
+		{&amqp.SessionError{RemoteErr: &amqp.Error{Condition: "amqp:session:window-violation"}}, actRelink, broker.ErrUnavailable, true},
+		{&amqp.SessionError{RemoteErr: &amqp.Error{Condition: amqp.ErrCondNotAllowed}}, actRelink, broker.ErrUnavailable, true},
+		// A delivery rejected for its content stays the caller's problem.
+		{&amqp.Error{Condition: amqp.ErrCondDecodeError}, actFatal, broker.ErrInvalidOption, false},
+		// TLS failures that only a configuration change fixes are fatal.
+		{fmt.Errorf("dial: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), actFatal, broker.ErrUnavailable, false},
+		{fmt.Errorf("dial: %w", x509.HostnameError{Host: "h", Certificate: &x509.Certificate{}}), actFatal, broker.ErrUnavailable, false},
 	}
 	for _, c := range cases {
 		werr := wrapErr("op", "entity", c.err)

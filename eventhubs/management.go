@@ -138,7 +138,7 @@ func (c *amqpConn) mgmtRequest(ctx context.Context, hub string, props map[string
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, broker.MarkFatal(&Error{Op: "management", Entity: entity, Description: err.Error(), sentinel: broker.ErrUnauthorized, cause: err, act: actFatal})
+		return nil, broker.MarkFatal(&Error{Op: "management", Entity: entity, Description: "the token source failed", sentinel: broker.ErrUnauthorized, cause: err, act: actFatal})
 	}
 	l, err := c.rpc(ctx, "$management")
 	if err != nil {

@@ -2,8 +2,6 @@ package rabbit
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/internal/tlsfail"
 )
 
 // wireError maps an error from amqp091-go or the network onto the broker
@@ -52,12 +51,9 @@ func wireError(what string, err error) error {
 		}
 		return broker.MarkRetryable(fmt.Errorf("%s: %s (%d): %w", what, reason, ae.Code, broker.ErrUnavailable))
 	}
-	var cve *tls.CertificateVerificationError
-	var ua x509.UnknownAuthorityError
-	var he x509.HostnameError
-	if errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) {
+	if reason := tlsfail.Reason(err); reason != "" {
 		// Retrying cannot help until the TLS configuration changes.
-		return broker.MarkFatal(fmt.Errorf("%s: server certificate not trusted: %v: %w", what, err, broker.ErrUnavailable))
+		return broker.MarkFatal(fmt.Errorf("%s: %s: %v: %w", what, reason, err, broker.ErrUnavailable))
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
