@@ -19,6 +19,15 @@
 // token renewals and the goroutines that serve them). Nothing is shared
 // between Brokers, and nothing is package-level state.
 //
+// Contexts: a caller's ctx bounds that caller's wait, never shared state.
+// The connection, its sessions, links and $cbs/$management request links
+// are built, written to and torn down under the Broker's own lifetime (one
+// attempt at a time, each bounded by 30 s); every caller waits for them by
+// its own ctx, so a caller with a short deadline fails alone and leaves
+// nothing half built or half sent — the next call works. A Publish cut
+// short stops writing batches it has not started, and the transfer on the
+// wire completes.
+//
 // Authentication: the connection uses SASL ANONYMOUS; before every link
 // attach the adapter puts a token on $cbs for the link's audience — a
 // shared access signature it signs from the key (renewed half way
@@ -33,10 +42,14 @@
 // and the connection, its claims, sessions and links are rebuilt on the
 // next operation (Config.Reconnect = ReconnectEager rebuilds at once;
 // Config.KeepAlive avoids idle closes). A detached link
-// (amqp:link:detach-forced) is re-attached; com.microsoft:server-busy and
+// (amqp:link:detach-forced) is re-attached, and so is a link the service
+// detached with amqp:unauthorized-access after it was attached (its token
+// lapsed: a fresh token is put first); the peer's protocol complaints
+// (amqp:not-allowed, framing, session errors) retire the link, session or
+// connection and are retried; com.microsoft:server-busy and
 // com.microsoft:timeout are retried with exponential backoff and jitter;
-// unauthorized, not-found and message-size errors are fatal and returned
-// at once; amqp:link:stolen ends that partition's receiver with an error
+// a refused token, not-found and message-size errors, and TLS certificate
+// or host name failures are fatal and returned at once; amqp:link:stolen ends that partition's receiver with an error
 // wrapping broker.ErrOwnershipLost, never retried. Every lifecycle step
 // (dial, open, put-token, session, attach, close with its condition,
 // reconnect) is logged through log/slog with its duration.

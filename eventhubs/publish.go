@@ -117,13 +117,19 @@ func orderGroup(hub, target, key string) string {
 // to a fixed partition. An event that cannot fit one batch fails the call
 // with broker.ErrMessageTooLarge before anything is sent.
 //
+// Batches of one partition key (or one partition) are written one after
+// another, each once the previous was accepted; other batches are
+// pipelined.
+//
 // Recovery: a lost connection or link is rebuilt at once (lazily, on this
 // call), a busy service is retried with backoff; up to Config.Retry
-// attempts, by ctx. On a failure the call resends from the first batch
-// not known to be accepted (so later batches may arrive twice: at least
-// once, never reordered within a key). Unauthorized, not-found and
+// attempts, by ctx. A retry resends exactly the events not known to be
+// accepted (a rejected batch, one settled without an outcome, one whose
+// link failed), so an event may be stored twice (at least once) but a
+// key's events are never stored out of order. Unauthorized, not-found and
 // message-size errors are returned at once, classified fatal. Publish
-// blocks until ctx ends at the latest.
+// blocks until ctx ends at the latest; events it had not started to send
+// by then are not sent.
 func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
 	if b.isClosing() {
 		return fmt.Errorf("eventhubs: publish: %w", broker.ErrClosed)

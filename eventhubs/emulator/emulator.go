@@ -34,6 +34,19 @@
 // Audiences and SAS resources are compared by path; scheme and host are
 // ignored, since the emulator answers on whatever address it is given.
 //
+// Strictness: the emulator enforces the AMQP 1.0 rules a client can break —
+// a delivery-id that changes inside a multi-frame delivery detaches the
+// link with amqp:not-allowed; a frame on a channel with no session, a
+// session begun twice or a Begin answering nothing closes the connection
+// with amqp:not-allowed; unknown handles, handles in use and window
+// violations end the session — because these are the traces of a client
+// that abandoned an operation half way, which the service may tolerate on
+// one day and not the next. Where it is stricter than the service: the
+// service is not documented to close a connection for an End on a channel
+// it never saw begin, nor to check every handle and window as eagerly;
+// clients that work against the emulator work against the service, not
+// necessarily the other way round.
+//
 // What it does not emulate: TLS, WebSockets and the Kafka endpoint; Azure
 // AD token validation (unless Config.TokenValidator does it); time-based
 // retention (only by count or bytes); the service's exact wording when it
