@@ -64,8 +64,11 @@ func isRetryableSentinel(err error) bool {
 // sentinels ErrUnavailable, ErrBlocked, ErrNacked, ErrBusy, ErrUnroutable
 // and context.DeadlineExceeded are retryable, and everything else —
 // ErrClosed, bad input, unauthorized, not found, context.Canceled — is not.
+// An error that wraps ErrUnauthorized is never retryable, whatever else it
+// wraps or how it was marked: retrying refused credentials cannot help and
+// may lock the account.
 func IsRetryable(err error) bool {
-	if err == nil {
+	if err == nil || errors.Is(err, ErrUnauthorized) {
 		return false
 	}
 	var c interface{ Retryable() bool }

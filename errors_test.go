@@ -27,6 +27,10 @@ func TestIsRetryable(t *testing.T) {
 		{broker.MarkRetryable(errors.New("link detached")), true},
 		{broker.MarkFatal(fmt.Errorf("x: %w", broker.ErrUnavailable)), false},
 		{fmt.Errorf("outer: %w", broker.MarkRetryable(broker.ErrNotFound)), true},
+		// Never both unauthorized and retryable, however it was marked or
+		// joined (a dead host and a refused one).
+		{broker.MarkRetryable(fmt.Errorf("x: %w", broker.ErrUnauthorized)), false},
+		{broker.MarkRetryable(errors.Join(fmt.Errorf("h1: %w", broker.ErrUnavailable), fmt.Errorf("h2: %w", broker.ErrUnauthorized))), false},
 	}
 	for _, c := range cases {
 		if got := broker.IsRetryable(c.err); got != c.want {

@@ -253,7 +253,7 @@ func ParseConnectionString(s string) (Config, error) {
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Host == "" {
-		return bad("Endpoint %q is not a URL of the form sb://<namespace>/", redact.URL(endpoint))
+		return bad("Endpoint %q is not a URL of the form sb://<namespace>/", redact.Target(endpoint))
 	}
 	c.Namespace = u.Host
 	if c.SharedAccessSignature == "" {
@@ -347,7 +347,7 @@ func (c *Config) audience(entity string) string {
 // parseURL parses the eventhubs:// URL form (see OpenTarget).
 func parseURL(s string) (Config, error) {
 	bad := func(format string, args ...any) (Config, error) {
-		return Config{}, fmt.Errorf("eventhubs: url %s: %w: %s", redact.URL(s), broker.ErrInvalidOption, fmt.Sprintf(format, args...))
+		return Config{}, fmt.Errorf("eventhubs: url %s: %w: %s", redact.Target(s), broker.ErrInvalidOption, fmt.Sprintf(format, args...))
 	}
 	u, err := url.Parse(s)
 	if err != nil {

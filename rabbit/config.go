@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/internal/redact"
 )
 
 // Defaults for Config.
@@ -129,7 +130,6 @@ type endpoint struct {
 type resolved struct {
 	Config
 	endpoints []endpoint
-	secrets   []string // passwords, to scrub from any text we emit
 }
 
 func (c Config) resolve() (*resolved, error) {
@@ -168,10 +168,7 @@ func (c Config) resolve() (*resolved, error) {
 		return nil, fmt.Errorf("rabbit: %w: no URL given", broker.ErrInvalidOption)
 	}
 	for _, raw := range c.URLs {
-		eps, secret, err := splitHosts(raw)
-		if secret != "" {
-			r.secrets = append(r.secrets, secret)
-		}
+		eps, err := splitHosts(raw)
 		if err != nil {
 			return nil, err
 		}
@@ -190,14 +187,13 @@ func (c Config) resolve() (*resolved, error) {
 }
 
 // splitHosts parses one URL that may list several comma-separated hosts.
-// Errors never contain the password; the password is returned so callers
-// can scrub it from other text.
-func splitHosts(raw string) (eps []endpoint, secret string, err error) {
+// Errors never contain the password.
+func splitHosts(raw string) ([]endpoint, error) {
 	raw = strings.TrimSpace(raw)
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok || (scheme != "amqp" && scheme != "amqps") {
-		return nil, "", fmt.Errorf("rabbit: %w: URL %q must start with amqp:// or amqps://",
-			broker.ErrInvalidOption, redactLoose(raw))
+		return nil, fmt.Errorf("rabbit: %w: URL %q must start with amqp:// or amqps://",
+			broker.ErrInvalidOption, redact.Target(raw))
 	}
 	// authority ends at the first '/', '?' or '#'.
 	end := strings.IndexAny(rest, "/?#")
@@ -205,26 +201,31 @@ func splitHosts(raw string) (eps []endpoint, secret string, err error) {
 	if end >= 0 {
 		authority, tail = rest[:end], rest[end:]
 	}
+	if strings.Contains(tail, "@") {
+		// Most likely a password with an unescaped '/', '?' or '#': a URL
+		// parser would take part of it as the host, port or vhost, and
+		// show it. Refuse it rather than guess.
+		return nil, fmt.Errorf("rabbit: %w: URL %s has an '@' after its host: percent-encode '/', '?', '#' and '@' in the user name, password and vhost (%%2F, %%3F, %%23, %%40)",
+			broker.ErrInvalidOption, redact.Target(raw))
+	}
 	userinfo, hosts := "", authority
 	if at := strings.LastIndex(authority, "@"); at >= 0 {
 		userinfo, hosts = authority[:at], authority[at+1:]
 	}
 	user, pass, hasPass := strings.Cut(userinfo, ":")
-	if hasPass {
-		if p, err := url.PathUnescape(pass); err == nil {
-			secret = p
-		} else {
-			secret = pass
-		}
+	secret := pass
+	if p, err := url.PathUnescape(pass); err == nil {
+		secret = p
 	}
 	redactedUser := user
 	if hasPass {
 		redactedUser += ":***"
 	}
 	if hosts == "" {
-		return nil, secret, fmt.Errorf("rabbit: %w: URL %s://%s@%s has no host",
+		return nil, fmt.Errorf("rabbit: %w: URL %s://%s@%s has no host",
 			broker.ErrInvalidOption, scheme, redactedUser, tail)
 	}
+	var eps []endpoint
 	for _, h := range strings.Split(hosts, ",") {
 		h = strings.TrimSpace(h)
 		red := scheme + "://"
@@ -233,7 +234,7 @@ func splitHosts(raw string) (eps []endpoint, secret string, err error) {
 		}
 		red += h + tail
 		if h == "" {
-			return nil, secret, fmt.Errorf("rabbit: %w: URL %s has an empty host", broker.ErrInvalidOption, red)
+			return nil, fmt.Errorf("rabbit: %w: URL %s has an empty host", broker.ErrInvalidOption, red)
 		}
 		full := scheme + "://"
 		if userinfo != "" {
@@ -243,16 +244,16 @@ func splitHosts(raw string) (eps []endpoint, secret string, err error) {
 		uri, err := amqp.ParseURI(full)
 		if err != nil {
 			// ParseURI's error may quote the URL: report our own text.
-			return nil, secret, fmt.Errorf("rabbit: %w: malformed URL %s: %s", broker.ErrInvalidOption, red,
+			return nil, fmt.Errorf("rabbit: %w: malformed URL %s: %s", broker.ErrInvalidOption, red,
 				scrub(parseReason(err), secret, pass))
 		}
 		red = redactURI(uri)
 		if uri.Port < 1 || uri.Port > 65535 {
-			return nil, secret, fmt.Errorf("rabbit: %w: URL %s: port %d out of range", broker.ErrInvalidOption, red, uri.Port)
+			return nil, fmt.Errorf("rabbit: %w: URL %s: port %d out of range", broker.ErrInvalidOption, red, uri.Port)
 		}
 		eps = append(eps, endpoint{url: full, redacted: red, uri: uri})
 	}
-	return eps, secret, nil
+	return eps, nil
 }
 
 // redactURI renders uri as amqp://user:***@host:port/vhost.
@@ -262,28 +263,6 @@ func redactURI(uri amqp.URI) string {
 		vhost = ""
 	}
 	return fmt.Sprintf("%s://%s:***@%s:%d/%s", uri.Scheme, uri.Username, uri.Host, uri.Port, url.PathEscape(vhost))
-}
-
-// redactLoose hides whatever sits between "://user:" and "@" in a string
-// that did not parse as a URL.
-func redactLoose(s string) string {
-	i := strings.Index(s, "://")
-	if i < 0 {
-		if at := strings.LastIndex(s, "@"); at >= 0 {
-			return "***@" + s[at+1:]
-		}
-		return s
-	}
-	rest := s[i+3:]
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return s
-	}
-	userinfo := rest[:at]
-	if user, _, ok := strings.Cut(userinfo, ":"); ok {
-		return s[:i+3] + user + ":***@" + rest[at+1:]
-	}
-	return s
 }
 
 // scrub replaces every secret in s.

@@ -265,7 +265,8 @@ func (l *link) reconnect(delay time.Duration) *session {
 	}
 }
 
-// connectOnce tries every endpoint once, in order, for Open.
+// connectOnce tries every endpoint once, in order, for Open, and stops at
+// the first fatal failure.
 func (l *link) connectOnce(ctx context.Context) (*session, error) {
 	var errs []error
 	for i := range l.b.cfg.endpoints {
@@ -281,13 +282,17 @@ func (l *link) connectOnce(ctx context.Context) (*session, error) {
 	if len(errs) == 1 {
 		return nil, errs[0]
 	}
+	// Every host failed: the error names each host's cause, and is
+	// classified by the most specific one — a server's refusal (refused
+	// credentials, an unknown vhost, an untrusted certificate) over a host
+	// that could not be reached.
 	err := errors.Join(errs...)
 	for _, e := range errs {
-		if broker.IsRetryable(e) {
-			return nil, broker.MarkRetryable(err)
+		if !broker.IsRetryable(e) {
+			return nil, broker.MarkFatal(err)
 		}
 	}
-	return nil, broker.MarkFatal(err)
+	return nil, broker.MarkRetryable(err)
 }
 
 // deadlineConn gives every Write a deadline, so that a peer that stops

@@ -1,71 +1,77 @@
-// Package redact hides secrets in URLs and connection strings before they
-// reach logs or errors (DESIGN.md rule 7).
+// Package redact hides secrets in target strings — URLs, URLs missing
+// their scheme, Key=Value;… connection strings, and anything malformed in
+// between — before they reach logs, errors or String output (DESIGN.md
+// rule 7). There is one rule, Target, for every place a target can
+// appear; it never parses, so malformed input is masked too. When in
+// doubt, it masks.
 package redact
 
-import (
-	"net/url"
-	"strings"
-)
+import "strings"
 
 // Mask replaces a secret.
 const Mask = "***"
 
-// Target redacts a URL or a Key=Value;… connection string, whichever s is.
+// Target returns s with every part that a parser could take as a
+// password, key, signature or token replaced by Mask:
+//
+//   - the value of every Key=Value pair whose key names a secret
+//     (SharedAccessKey, SharedAccessSignature, AccountKey, Key, sig, and
+//     any key containing "password", "secret" or "token"; compared without
+//     case), wherever it stands — a connection string, a URL query, a
+//     signature's fields. A value runs to the next ';' (and, after '?', '&'
+//     or a space, also to the next '&'), so padding such as a trailing '='
+//     is masked with it;
+//   - the password of every user-info part: after each "://", everything
+//     between the first ':' and the LAST '@' before the next "://" — also
+//     an '@' past a '/', since a password may hold an unescaped '/'; and,
+//     in a string with no "://" at all (a scheme forgotten, as in
+//     "guest:pw@host:5672"), everything between the first ':' and the last
+//     '@'.
+//
+// Target never fails and never panics, whatever s holds.
 func Target(s string) string {
-	if strings.Contains(s, "://") && !strings.Contains(s, ";") {
-		return URL(s)
-	}
-	if strings.Contains(s, "=") && strings.Contains(s, ";") || strings.HasPrefix(strings.ToLower(strings.TrimSpace(s)), "endpoint=") {
-		return ConnectionString(s)
-	}
-	return URL(s)
+	return userInfo(keyValues(s))
 }
 
-// URL replaces the password of a URL's user info, and the values of query
-// parameters that name secrets, with Mask. A string that does not parse
-// has everything between "://" and the last "@" masked.
-func URL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		i := strings.Index(s, "://")
-		j := strings.LastIndex(s, "@")
-		if i >= 0 && j > i {
-			return s[:i+3] + Mask + s[j:]
+// keyValues masks the values of secret keys.
+func keyValues(s string) string {
+	var b strings.Builder
+	last := 0 // s[last:] is not yet copied
+	for i := 0; i < len(s); i++ {
+		if s[i] != '=' {
+			continue
 		}
+		start := i
+		for start > 0 && !isSeparator(s[start-1]) {
+			start--
+		}
+		if !isSecretKey(strings.TrimSpace(s[start:i])) {
+			continue
+		}
+		stops := ";"
+		if start > 0 && strings.IndexByte("?& \t\n", s[start-1]) >= 0 {
+			stops = ";&"
+		}
+		end := len(s)
+		if j := strings.IndexAny(s[i+1:], stops); j >= 0 {
+			end = i + 1 + j
+		}
+		b.WriteString(s[last : i+1])
+		b.WriteString(Mask)
+		last = end
+		i = end - 1
+	}
+	if last == 0 {
 		return s
 	}
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), Mask)
-		}
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		changed := false
-		for k := range q {
-			if isSecretKey(k) {
-				q.Set(k, Mask)
-				changed = true
-			}
-		}
-		if changed {
-			u.RawQuery = q.Encode()
-		}
-	}
-	return strings.Replace(u.String(), url.QueryEscape(Mask), Mask, -1)
+	b.WriteString(s[last:])
+	return b.String()
 }
 
-// ConnectionString masks the values of secret keys in a
-// "Key=Value;Key=Value" string.
-func ConnectionString(s string) string {
-	parts := strings.Split(s, ";")
-	for i, p := range parts {
-		k, _, ok := strings.Cut(p, "=")
-		if ok && isSecretKey(strings.TrimSpace(k)) {
-			parts[i] = k + "=" + Mask
-		}
-	}
-	return strings.Join(parts, ";")
+// isSeparator reports whether c ends the key of a Key=Value pair when
+// reading backwards from its '='.
+func isSeparator(c byte) bool {
+	return strings.IndexByte(";&?, \t\r\n", c) >= 0
 }
 
 // isSecretKey reports whether a connection-string key or query parameter
@@ -77,4 +83,41 @@ func isSecretKey(k string) bool {
 		return true
 	}
 	return strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token")
+}
+
+// userInfo masks the passwords of user-info parts.
+func userInfo(s string) string {
+	if !strings.Contains(s, "://") {
+		if at := strings.LastIndexByte(s, '@'); at >= 0 {
+			return maskPassword(s[:at]) + s[at:]
+		}
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		seg := s
+		if next := strings.Index(s, "://"); next >= 0 {
+			seg = s[:next]
+		}
+		if at := strings.LastIndexByte(seg, '@'); at >= 0 {
+			b.WriteString(maskPassword(seg[:at]))
+			s = s[at:]
+		}
+	}
+}
+
+// maskPassword masks everything after the first ':' of a user-info part.
+func maskPassword(ui string) string {
+	user, _, ok := strings.Cut(ui, ":")
+	if !ok {
+		return ui
+	}
+	return user + ":" + Mask
 }
