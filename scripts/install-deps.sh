@@ -16,3 +16,4 @@ fi
 
 sh scripts/install-rabbitmq.sh
 sh scripts/install-azurite.sh
+sh scripts/install-jssdk.sh
