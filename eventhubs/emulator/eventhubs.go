@@ -462,8 +462,36 @@ func appString(m *amqp10.Message, key string) (string, bool) {
 	return "", false
 }
 
-// reply queues an RPC response on the reply link whose address matches the
-// request's reply-to.
+// replyLink finds the reply link of kind for a request's reply-to, as the
+// service does: the receiver whose target address is reply-to (go-amqp,
+// azeventhubs), else the receiver named reply-to (rhea and @azure/core-amqp,
+// whose $cbs receiver has no target address). A request without reply-to
+// has no reply link.
+func (c *conn) replyLink(kind linkKind, replyTo string) *link {
+	if replyTo == "" {
+		return nil
+	}
+	var byName *link
+	for _, s := range c.sessions {
+		if s.ending {
+			continue
+		}
+		for _, l := range s.links {
+			if l.kind != kind || l.detached {
+				continue
+			}
+			if l.replyAddr == replyTo {
+				return l
+			}
+			if byName == nil && l.name == replyTo {
+				byName = l
+			}
+		}
+	}
+	return byName
+}
+
+// reply queues an RPC response on the request's reply link (see replyLink).
 func (c *conn) reply(kind linkKind, req *amqp10.Message, status int32, desc string, body any) {
 	var replyTo string
 	var corr any
@@ -485,20 +513,17 @@ func (c *conn) reply(kind linkKind, req *amqp10.Message, status int32, desc stri
 		c.log.Error("encoding rpc reply failed", "err", err)
 		return
 	}
-	for _, s := range c.sessions {
-		for _, l := range s.links {
-			if l.kind == kind && !l.detached && l.replyAddr == replyTo {
-				if len(l.replies) >= maxReplies {
-					c.detachLink(l, CondResourceLimitExceeded, "too many unread replies: the reply link has no credit")
-					return
-				}
-				l.replies = append(l.replies, b)
-				c.pump(l)
-				return
-			}
-		}
+	l := c.replyLink(kind, replyTo)
+	if l == nil {
+		c.log.Warn("rpc reply has no reply link", "reply_to", replyTo, "status", status)
+		return
 	}
-	c.log.Warn("rpc reply has no reply link", "reply_to", replyTo, "status", status)
+	if len(l.replies) >= maxReplies {
+		c.detachLink(l, CondResourceLimitExceeded, "too many unread replies: the reply link has no credit")
+		return
+	}
+	l.replies = append(l.replies, b)
+	c.pump(l)
 }
 
 func (c *conn) handleCBS(req *amqp10.Message) {
