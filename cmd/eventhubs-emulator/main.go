@@ -5,14 +5,35 @@
 //
 // Usage:
 //
-//	eventhubs-emulator [-addr 127.0.0.1:5672] [-hub name[:partitions[:group,group]]]... [-config file.json]
+//	eventhubs-emulator [-addr 127.0.0.1:5672] [-port 5672]
+//	    [-hubs name[:partitions],...] [-hub name[:partitions[:group,group]]]...
+//	    [-partitions 4] [-consumer-groups group,...]
+//	    [-key-name RootManageSharedAccessKey] [-key KEY] [-config file.json]
+//
+// For example, two hubs with a "billing" consumer group each, on the port
+// the SDKs expect by default, with a fixed key:
+//
+//	eventhubs-emulator -port 5672 -hubs orders:4,payments:2 -consumer-groups billing -key c2VjcmV0
+//
+// -addr is the listen address (host:port; port 0 picks a free one); -port
+// replaces its port. -hubs lists hubs with optional partition counts
+// (-partitions is the default), -hub adds one hub with its own consumer
+// groups, and -consumer-groups adds groups to every hub ($Default always
+// exists). When the listen host is unspecified (0.0.0.0 or ::), the
+// printed connection strings name 127.0.0.1.
+//
+// Ready output: once listening, the emulator prints the namespace's
+// connection string and then one per hub (with EntityPath), one a line, on
+// standard output; logs go to standard error.
 //
 // The JSON config file mirrors the flags:
 //
 //	{
 //	  "addr": "127.0.0.1:5672",
+//	  "port": 5672,
 //	  "namespace": "emulator",
 //	  "hubs": [{"name": "orders", "partitions": 4, "consumer_groups": ["billing"]}],
+//	  "consumer_groups": ["audit"],
 //	  "key_name": "RootManageSharedAccessKey",
 //	  "key": "c2VjcmV0",
 //	  "default_partitions": 4,
@@ -36,6 +57,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -54,6 +76,8 @@ type hubFile struct {
 
 type configFile struct {
 	Addr              string    `json:"addr"`
+	Port              *int      `json:"port"`
+	ConsumerGroups    []string  `json:"consumer_groups"`
 	Namespace         string    `json:"namespace"`
 	Hubs              []hubFile `json:"hubs"`
 	KeyName           string    `json:"key_name"`
@@ -90,6 +114,82 @@ func (h *hubFlags) Set(v string) error {
 	return nil
 }
 
+// hubList is -hubs: name[:partitions] entries separated by commas.
+type hubList struct{ h *hubFlags }
+
+func (l hubList) String() string {
+	if l.h == nil {
+		return ""
+	}
+	return l.h.String()
+}
+
+func (l hubList) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			return fmt.Errorf("hubs %q: empty entry", v)
+		}
+		if strings.Count(item, ":") > 1 {
+			return fmt.Errorf("hubs %q: entry %q: want name[:partitions] (use -hub for per-hub consumer groups)", v, item)
+		}
+		if err := l.h.Set(item); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// groupList is -consumer-groups: groups separated by commas.
+type groupList []string
+
+func (g *groupList) String() string { return strings.Join(*g, ",") }
+
+func (g *groupList) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			return fmt.Errorf("consumer-groups %q: empty entry", v)
+		}
+		*g = append(*g, item)
+	}
+	return nil
+}
+
+// withPort replaces the port of the listen address addr.
+func withPort(addr string, port int) (string, error) {
+	if port < 0 || port > 65535 {
+		return "", fmt.Errorf("port %d out of range", port)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("addr %q: %w", addr, err)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), nil
+}
+
+// dialable rewrites a connection string whose endpoint is an unspecified
+// address (a listener on every interface) to name 127.0.0.1, which clients
+// can dial.
+func dialable(cs string) string {
+	rest, ok := strings.CutPrefix(cs, "Endpoint=sb://")
+	if !ok {
+		return cs
+	}
+	end := strings.IndexByte(rest, ';')
+	if end < 0 {
+		return cs
+	}
+	host, port, err := net.SplitHostPort(rest[:end])
+	if err != nil {
+		return cs
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return cs
+	}
+	return "Endpoint=sb://" + net.JoinHostPort("127.0.0.1", port) + rest[end:]
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -105,8 +205,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("eventhubs-emulator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var hubs hubFlags
+	var groups groupList
 	configPath := fs.String("config", "", "JSON config file")
-	addr := fs.String("addr", "", "listen address (default 127.0.0.1:5672)")
+	addr := fs.String("addr", "", "listen address host:port (default 127.0.0.1:5672; port 0: a free port)")
+	port := fs.Int("port", 0, "listen port, replacing the port of -addr (0: a free port)")
 	namespace := fs.String("namespace", "", "namespace name used in error texts")
 	keyName := fs.String("key-name", "", "shared access key name (default RootManageSharedAccessKey)")
 	key := fs.String("key", "", "shared access key (default: random)")
@@ -120,6 +222,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	linkIdle := fs.Duration("link-idle-timeout", 0, "detach event links idle for this long (default 30m, negative: never)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Var(&hubs, "hub", "hub to create: name[:partitions[:group,group]] (repeatable)")
+	fs.Var(hubList{&hubs}, "hubs", "hubs to create: name[:partitions],name[:partitions]... (repeatable)")
+	fs.Var(&groups, "consumer-groups", "consumer groups to create on every hub besides $Default: group,group... (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -172,14 +276,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.MaxMessageSize = *maxMessage
 	}
 	var err error
+	switch {
+	case set["port"]:
+		cfg.Addr, err = withPort(cfg.Addr, *port)
+	case cf.Port != nil && !set["addr"]:
+		cfg.Addr, err = withPort(cfg.Addr, *cf.Port)
+	}
+	if err != nil {
+		return err
+	}
 	if cfg.IdleTimeout, err = pickDuration(set["idle-timeout"], *idle, cf.IdleTimeout); err != nil {
 		return fmt.Errorf("idle_timeout: %w", err)
 	}
 	if cfg.LinkIdleTimeout, err = pickDuration(set["link-idle-timeout"], *linkIdle, cf.LinkIdleTimeout); err != nil {
 		return fmt.Errorf("link_idle_timeout: %w", err)
 	}
+	allGroups := append(append([]string(nil), cf.ConsumerGroups...), groups...)
 	for _, h := range append(cf.Hubs, hubs...) {
-		cfg.Hubs = append(cfg.Hubs, emulator.HubConfig{Name: h.Name, Partitions: h.Partitions, ConsumerGroups: h.ConsumerGroups})
+		cg := append(append([]string(nil), h.ConsumerGroups...), allGroups...)
+		cfg.Hubs = append(cfg.Hubs, emulator.HubConfig{Name: h.Name, Partitions: h.Partitions, ConsumerGroups: cg})
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -194,9 +309,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := emu.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, emu.ConnectionString(""))
+	fmt.Fprintln(stdout, dialable(emu.ConnectionString("")))
 	for _, h := range cfg.Hubs {
-		fmt.Fprintln(stdout, emu.ConnectionString(h.Name))
+		fmt.Fprintln(stdout, dialable(emu.ConnectionString(h.Name)))
 	}
 	<-ctx.Done()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
