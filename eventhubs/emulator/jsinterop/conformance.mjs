@@ -1,0 +1,295 @@
+// conformance.mjs — the node side of the emulator's JavaScript SDK
+// conformance suite (see doc.go). Each run performs one operation with the
+// official @azure/event-hubs SDK and prints one JSON line with what the SDK
+// returned; the Go tests start the emulator binary, run this script and
+// assert on that line. The script itself asserts nothing.
+//
+//	node conformance.mjs <operation> '<json spec>'
+//
+// The SDK is loaded from $ISOBROKER_JSSDK_DIR (the folder
+// scripts/install-jssdk.sh installs into). Bodies travel as base64. A run
+// that does not finish within spec.timeoutMs (default 30 s) exits non-zero.
+import { createRequire } from "node:module";
+import { join } from "node:path";
+
+const dir = process.env.ISOBROKER_JSSDK_DIR;
+if (!dir) {
+  fail("ISOBROKER_JSSDK_DIR is not set (the folder scripts/install-jssdk.sh installs into)");
+}
+const require = createRequire(join(dir, "package.json"));
+const {
+  EventHubProducerClient,
+  EventHubConsumerClient,
+  earliestEventPosition,
+  latestEventPosition,
+} = require("@azure/event-hubs");
+
+function fail(msg) {
+  process.stderr.write(`conformance.mjs: ${msg}\n`);
+  process.exit(2);
+}
+
+const [op, specText] = process.argv.slice(2);
+let spec;
+try {
+  spec = JSON.parse(specText ?? "{}");
+} catch (err) {
+  fail(`spec is not JSON: ${err.message}`);
+}
+const deadline = setTimeout(() => fail(`${op}: no result within ${spec.timeoutMs ?? 30000} ms`), spec.timeoutMs ?? 30000);
+
+// Short retries: the emulator is on loopback, and a test must fail in
+// seconds, not after the SDK's default minutes of retrying.
+const retryOptions = {
+  maxRetries: 1,
+  retryDelayInMs: 10,
+  maxRetryDelayInMs: 100,
+  timeoutInMs: 5000,
+  ...(spec.retryOptions ?? {}),
+};
+
+function errorInfo(err) {
+  const info = {
+    name: err?.name,
+    code: err?.code,
+    retryable: err?.retryable,
+    message: String(err?.message ?? err),
+  };
+  if (Array.isArray(err?.errors)) {
+    info.errors = err.errors.map(errorInfo);
+  }
+  return info;
+}
+
+function toEventData(ev) {
+  const out = { body: Buffer.from(ev.body ?? "", "base64") };
+  if (ev.properties) out.properties = ev.properties;
+  if (ev.contentType) out.contentType = ev.contentType;
+  if (ev.messageId) out.messageId = ev.messageId;
+  if (ev.correlationId) out.correlationId = ev.correlationId;
+  return out;
+}
+
+function fromReceived(partitionId, ev) {
+  const body = Buffer.isBuffer(ev.body) ? ev.body : Buffer.from(JSON.stringify(ev.body));
+  return {
+    partitionId,
+    sequenceNumber: ev.sequenceNumber,
+    offset: ev.offset,
+    enqueuedTimeUtc: ev.enqueuedTimeUtc,
+    partitionKey: ev.partitionKey ?? null,
+    body: body.toString("base64"),
+    properties: ev.properties ?? {},
+    contentType: ev.contentType ?? null,
+    messageId: ev.messageId ?? null,
+    correlationId: ev.correlationId ?? null,
+  };
+}
+
+function position(p) {
+  if (!p || p === "earliest") return earliestEventPosition;
+  if (p === "latest") return latestEventPosition;
+  if (p.enqueuedOn !== undefined) return { enqueuedOn: new Date(p.enqueuedOn) };
+  return p; // { offset | sequenceNumber, isInclusive }
+}
+
+// send runs spec.sends in order: each one batch, to a partition key, a
+// partition id or the hub.
+async function send(cs, sends) {
+  const producer = new EventHubProducerClient(cs, { retryOptions });
+  try {
+    let n = 0;
+    for (const s of sends) {
+      const opts = {};
+      if (s.partitionKey !== undefined) opts.partitionKey = s.partitionKey;
+      if (s.partitionId !== undefined) opts.partitionId = s.partitionId;
+      const batch = await producer.createBatch(opts);
+      for (const ev of s.events) {
+        if (!batch.tryAdd(toEventData(ev))) {
+          throw new Error(`event ${n} does not fit the batch`);
+        }
+        n++;
+      }
+      await producer.sendBatch(batch);
+    }
+    return { sent: n };
+  } finally {
+    await producer.close();
+  }
+}
+
+// subscribe reads from one partition (or all) until count events arrived
+// or, once ready, s.idleBatches (default 20) empty batches in a row went by
+// — so that a wrong start position shows up as wrong events, not as a
+// timeout. onReady runs once every subscribed partition's receiver is
+// attached: the SDK calls processEvents (empty when nothing arrived) only
+// after its link is open, maxWaitTimeInSeconds after asking for events.
+function subscribe(client, s, onReady) {
+  const events = [];
+  const errors = [];
+  const closeReasons = [];
+  const ready = new Set();
+  let readyFired = false;
+  let empties = 0;
+  let resolveDone;
+  const done = new Promise((r) => (resolveDone = r));
+  const handlers = {
+    processEvents: async (evs, ctx) => {
+      for (const ev of evs) events.push(fromReceived(ctx.partitionId, ev));
+      ready.add(ctx.partitionId);
+      if (!readyFired && ready.size >= (s.partitionCount ?? 1)) {
+        readyFired = true;
+        if (onReady) await onReady();
+      }
+      if (events.length >= s.count) resolveDone();
+      empties = evs.length === 0 && readyFired ? empties + 1 : 0;
+      if (empties >= (s.idleBatches ?? 20)) resolveDone();
+    },
+    processError: async (err) => {
+      errors.push(errorInfo(err));
+      if (s.stopOnError) resolveDone();
+    },
+    processClose: async (reason) => {
+      closeReasons.push(reason);
+      if (s.stopOnClose) resolveDone();
+    },
+  };
+  const options = {
+    startPosition: position(s.position),
+    maxBatchSize: s.maxBatchSize ?? 100,
+    maxWaitTimeInSeconds: s.maxWaitTimeInSeconds ?? 0.25,
+    skipParsingBodyAsJson: true,
+  };
+  if (s.ownerLevel !== undefined) options.ownerLevel = s.ownerLevel;
+  if (s.trackLastEnqueuedEventProperties) options.trackLastEnqueuedEventProperties = true;
+  const sub =
+    s.partitionId === undefined || s.partitionId === null
+      ? client.subscribe(handlers, options)
+      : client.subscribe(s.partitionId, handlers, options);
+  return { sub, events, errors, closeReasons, done };
+}
+
+const ops = {
+  // Hub properties and the properties of every partition.
+  async properties(s) {
+    const producer = new EventHubProducerClient(s.connectionString, { retryOptions });
+    try {
+      const hub = await producer.getEventHubProperties();
+      const partitions = [];
+      for (const id of hub.partitionIds) partitions.push(await producer.getPartitionProperties(id));
+      return { hub, partitions };
+    } finally {
+      await producer.close();
+    }
+  },
+
+  async send(s) {
+    return send(s.connectionString, s.sends);
+  },
+
+  // Several receives one after the other, each as for receive.
+  async receiveEach(s) {
+    const client = new EventHubConsumerClient(s.consumerGroup ?? "$Default", s.connectionString, { retryOptions });
+    try {
+      const results = [];
+      for (const one of s.receives) {
+        const r = subscribe(client, one);
+        await r.done;
+        await r.sub.close();
+        results.push({ events: r.events, errors: r.errors });
+      }
+      return results;
+    } finally {
+      await client.close();
+    }
+  },
+
+  // Receive spec.count events from spec.partitionId (all partitions when
+  // absent) at spec.position; with spec.thenSend, send those once the
+  // receivers are attached (for the latest position).
+  async receive(s) {
+    const client = new EventHubConsumerClient(s.consumerGroup ?? "$Default", s.connectionString, { retryOptions });
+    try {
+      const r = subscribe(client, s, s.thenSend ? () => send(s.connectionString, s.thenSend) : undefined);
+      await r.done;
+      await r.sub.close();
+      return { events: r.events, errors: r.errors };
+    } finally {
+      await client.close();
+    }
+  },
+
+  // Epoch steal: a receiver with owner level 1 is attached, then one with
+  // owner level 2 on the same partition and consumer group. Reports what
+  // the first was told, then sends one event and reports what the second
+  // received.
+  async steal(s) {
+    const first = new EventHubConsumerClient(s.consumerGroup ?? "$Default", s.connectionString, { retryOptions });
+    const second = new EventHubConsumerClient(s.consumerGroup ?? "$Default", s.connectionString, { retryOptions });
+    try {
+      let firstReady;
+      const firstAttached = new Promise((r) => (firstReady = r));
+      const a = subscribe(first, { partitionId: s.partitionId, position: "latest", ownerLevel: 1, count: 1, stopOnClose: true }, async () => firstReady());
+      await firstAttached;
+      let secondReady;
+      const secondAttached = new Promise((r) => (secondReady = r));
+      const b = subscribe(second, { partitionId: s.partitionId, position: "latest", ownerLevel: 2, count: 1 }, async () => secondReady());
+      await a.done; // the first receiver's partition processor closed
+      await secondAttached;
+      await send(s.connectionString, [{ partitionId: s.partitionId, events: s.events }]);
+      await b.done;
+      await b.sub.close();
+      await a.sub.close();
+      return {
+        first: { errors: a.errors, closeReasons: a.closeReasons, events: a.events },
+        second: { errors: b.errors, closeReasons: b.closeReasons, events: b.events },
+      };
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  },
+
+  // With a wrong key: hub properties, a send and a receive, each timed.
+  async unauthorized(s) {
+    const out = {};
+    const timed = async (name, fn) => {
+      const t0 = Date.now();
+      try {
+        await fn();
+        out[name] = { ok: true, ms: Date.now() - t0 };
+      } catch (err) {
+        out[name] = { ok: false, ms: Date.now() - t0, error: errorInfo(err) };
+      }
+    };
+    const producer = new EventHubProducerClient(s.connectionString, { retryOptions });
+    await timed("properties", () => producer.getEventHubProperties());
+    await timed("send", () => producer.sendBatch([{ body: Buffer.from("x") }], { partitionId: "0" }));
+    await producer.close();
+    const client = new EventHubConsumerClient("$Default", s.connectionString, { retryOptions });
+    await timed("receive", async () => {
+      const r = subscribe(client, { partitionId: "0", position: "earliest", count: 1, stopOnError: true });
+      await r.done;
+      await r.sub.close();
+      if (r.errors.length > 0) {
+        const err = new Error(r.errors[0].message);
+        Object.assign(err, r.errors[0]);
+        throw err;
+      }
+    });
+    await client.close();
+    return out;
+  },
+};
+
+if (!ops[op]) {
+  fail(`unknown operation ${JSON.stringify(op)}; one of ${Object.keys(ops).join(", ")}`);
+}
+try {
+  const result = await ops[op](spec);
+  process.stdout.write(JSON.stringify(result) + "\n");
+  clearTimeout(deadline);
+} catch (err) {
+  process.stderr.write(`conformance.mjs: ${op}: ${JSON.stringify(errorInfo(err))}\n${err?.stack ?? ""}\n`);
+  process.exit(1);
+}
