@@ -3,8 +3,19 @@
 // official Azure SDK for Go (azeventhubs, with a UseDevelopmentEmulator=true
 // connection string) and go-amqp clients to work against it unchanged.
 //
-// One Emulator is one namespace with its own listener, hubs, partitions and
+// One Emulator is one namespace with its own listeners, hubs, partitions and
 // connections. Two emulators in one process share nothing.
+//
+// Networks: by default it serves plain TCP (amqp://, what
+// UseDevelopmentEmulator=true clients speak). With Config.TLSConfig it
+// serves TLS with the given certificate (amqps://, as the service on port
+// 5671); the config's GetConfigForClient sees each client's server name
+// (SNI). With Config.WebSocketAddr it also serves AMQP over WebSockets on a
+// second listener, as the service does on port 443: HTTP/1.1 upgrades at
+// /$servicebus/websocket with the subprotocol AMQPWSB10, over TLS when
+// TLSConfig is set; a WebSocket's binary messages carry the AMQP bytes of
+// one connection, which is then served exactly as a TCP one (the same
+// handshake, idle closes, faults and Close).
 //
 // What it emulates: SASL ANONYMOUS and PLAIN; the AMQP 1.0 connection,
 // session and link protocol with flow control, multi-frame transfers and
@@ -47,8 +58,10 @@
 // clients that work against the emulator work against the service, not
 // necessarily the other way round.
 //
-// What it does not emulate: TLS, WebSockets and the Kafka endpoint; Azure
-// AD token validation (unless Config.TokenValidator does it); time-based
+// What it does not emulate: the Kafka endpoint; the service's own TLS
+// settings and certificate (it serves those it is given); WebSocket
+// compression (permessage-deflate is not negotiated); Azure AD token
+// validation (unless Config.TokenValidator does it); time-based
 // retention (only by count or bytes); the service's exact wording when it
 // detaches a link whose token expired; geo-replication
 // (georeplication_factor is always 1); namespace management (hubs and
@@ -64,15 +77,19 @@ package emulator
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/isobroker/broker/internal/amqpws"
 )
 
 // Default values of Config fields.
@@ -122,6 +139,21 @@ type TokenValidator func(tokenType, token, audience string) (time.Time, error)
 type Config struct {
 	// Addr is the listen address; default "127.0.0.1:0" (a free loopback port).
 	Addr string
+	// TLSConfig, when set, makes the listener at Addr speak TLS (amqps, as
+	// the service on port 5671), and the WebSocket listener HTTPS (wss). It
+	// must hold a certificate (Certificates, GetCertificate or
+	// GetConfigForClient); clients must trust it and dial a name it covers.
+	// Its GetConfigForClient sees each client's server name (SNI). Nil
+	// serves plain TCP (amqp://, what UseDevelopmentEmulator=true clients
+	// speak).
+	TLSConfig *tls.Config
+	// WebSocketAddr, when set, is the listen address of a second listener
+	// that serves AMQP over WebSockets as the service does on port 443:
+	// HTTP/1.1 (HTTPS with TLSConfig) upgrades at /$servicebus/websocket
+	// with the subprotocol AMQPWSB10; each WebSocket then carries one AMQP
+	// connection, served exactly as one on Addr. "127.0.0.1:0" picks a free
+	// loopback port (see Emulator.WebSocketAddr). Empty: no WebSockets.
+	WebSocketAddr string
 	// Namespace names the emulated namespace in logs and error texts;
 	// default "emulator".
 	Namespace string
@@ -191,6 +223,8 @@ type Emulator struct {
 	hubs    map[string]*hub
 	conns   map[*conn]struct{}
 	ln      net.Listener
+	wsLn    net.Listener // the WebSocket listener, or nil
+	ws      *http.Server // serves wsLn
 	started bool
 	closed  bool
 
@@ -235,6 +269,12 @@ func New(cfg Config) (*Emulator, error) {
 	}
 	if cfg.MaxNonEpochReceivers <= 0 {
 		cfg.MaxNonEpochReceivers = DefaultMaxNonEpochReceivers
+	}
+	if t := cfg.TLSConfig; t != nil {
+		if len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+			return nil, fmt.Errorf("%w: TLSConfig has no certificate (Certificates, GetCertificate or GetConfigForClient)", ErrInvalidConfig)
+		}
+		cfg.TLSConfig = t.Clone()
 	}
 	if cfg.RetentionCount < 0 || cfg.RetentionBytes < 0 {
 		return nil, fmt.Errorf("%w: negative retention", ErrInvalidConfig)
@@ -296,10 +336,27 @@ func (e *Emulator) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("emulator: listen on %s: %w", e.cfg.Addr, err)
 	}
+	if e.cfg.WebSocketAddr != "" {
+		wsLn, err := lc.Listen(ctx, "tcp", e.cfg.WebSocketAddr)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("emulator: listen on %s (WebSocketAddr): %w", e.cfg.WebSocketAddr, err)
+		}
+		e.wsLn, e.ws = wsLn, e.newWebSocketServer()
+	}
+	useTLS := e.cfg.TLSConfig != nil
+	if useTLS {
+		ln = tls.NewListener(ln, e.cfg.TLSConfig)
+	}
 	e.ln, e.started = ln, true
 	e.wg.Add(1)
 	go e.acceptLoop(ln)
-	e.log.Info("emulator listening", "addr", ln.Addr().String())
+	e.log.Info("emulator listening", "addr", ln.Addr().String(), "tls", useTLS)
+	if e.ws != nil {
+		e.wg.Add(1)
+		go e.serveWebSockets()
+		e.log.Info("emulator listening for WebSockets", "addr", e.wsLn.Addr().String(), "tls", useTLS, "path", amqpws.Path)
+	}
 	return nil
 }
 
@@ -313,6 +370,18 @@ func (e *Emulator) Addr() string {
 	return e.ln.Addr().String()
 }
 
+// WebSocketAddr returns the WebSocket listener's address, or "" before
+// Start or without Config.WebSocketAddr. Clients connect to
+// ws://<addr>/$servicebus/websocket (wss:// with Config.TLSConfig).
+func (e *Emulator) WebSocketAddr() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.wsLn == nil {
+		return ""
+	}
+	return e.wsLn.Addr().String()
+}
+
 // KeyName returns the name of the emulator's shared access key.
 func (e *Emulator) KeyName() string { return e.cfg.KeyName }
 
@@ -321,9 +390,15 @@ func (e *Emulator) Key() string { return e.cfg.Key }
 
 // ConnectionString returns a connection string for hub (no EntityPath when
 // hub is empty) with UseDevelopmentEmulator=true, usable by the Azure SDK.
+// With Config.TLSConfig it has no UseDevelopmentEmulator, so that clients
+// use TLS; its endpoint is then Addr's IP and port, which the certificate
+// must cover unless the client sets its own TLS server name.
 func (e *Emulator) ConnectionString(hub string) string {
-	s := fmt.Sprintf("Endpoint=sb://%s;SharedAccessKeyName=%s;SharedAccessKey=%s;UseDevelopmentEmulator=true",
+	s := fmt.Sprintf("Endpoint=sb://%s;SharedAccessKeyName=%s;SharedAccessKey=%s",
 		e.Addr(), e.cfg.KeyName, e.cfg.Key)
+	if e.cfg.TLSConfig == nil {
+		s += ";UseDevelopmentEmulator=true"
+	}
 	if hub != "" {
 		s += ";EntityPath=" + hub
 	}
@@ -452,18 +527,27 @@ func (e *Emulator) acceptLoop(ln net.Listener) {
 			continue
 		}
 		delay = 0
-		c := newConn(e, nc)
-		e.mu.Lock()
-		if e.closed {
-			e.mu.Unlock()
-			_ = nc.Close()
+		c := e.register(nc)
+		if c == nil {
 			return
 		}
-		e.conns[c] = struct{}{}
-		e.wg.Add(1)
-		e.mu.Unlock()
 		go c.serve()
 	}
+}
+
+// register makes nc one of the emulator's connections, to be served by
+// the caller (c.serve), or closes it and returns nil once Close has begun.
+func (e *Emulator) register(nc net.Conn) *conn {
+	c := newConn(e, nc)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		_ = nc.Close()
+		return nil
+	}
+	e.conns[c] = struct{}{}
+	e.wg.Add(1)
+	return c
 }
 
 func (e *Emulator) removeConn(c *conn) {
@@ -504,10 +588,15 @@ func (e *Emulator) Close(ctx context.Context) error {
 	}
 	e.closed = true
 	e.cancel()
-	ln := e.ln
+	ln, ws := e.ln, e.ws
 	e.mu.Unlock()
 	if ln != nil {
 		_ = ln.Close()
+	}
+	if ws != nil {
+		// Closes the listener and the HTTP connections not yet upgraded;
+		// upgraded ones are the emulator's connections, closed below.
+		_ = ws.Close()
 	}
 	finished := make(chan struct{})
 	go func() {
