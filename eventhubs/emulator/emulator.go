@@ -12,10 +12,10 @@
 // 5671); the config's GetConfigForClient sees each client's server name
 // (SNI). With Config.WebSocketAddr it also serves AMQP over WebSockets on a
 // second listener, as the service does on port 443: HTTP/1.1 upgrades at
-// /$servicebus/websocket with the subprotocol AMQPWSB10, over TLS when
-// TLSConfig is set; a WebSocket's binary messages carry the AMQP bytes of
-// one connection, which is then served exactly as a TCP one (the same
-// handshake, idle closes, faults and Close).
+// /$servicebus/websocket with the subprotocol AMQPWSB10 (or "amqp"), over
+// TLS when TLSConfig is set; a WebSocket's binary messages carry the AMQP
+// bytes of one connection, which is then served exactly as a TCP one (the
+// same handshake, idle closes, faults and Close).
 //
 // What it emulates: SASL ANONYMOUS and PLAIN; the AMQP 1.0 connection,
 // session and link protocol with flow control, multi-frame transfers and
@@ -150,7 +150,8 @@ type Config struct {
 	// WebSocketAddr, when set, is the listen address of a second listener
 	// that serves AMQP over WebSockets as the service does on port 443:
 	// HTTP/1.1 (HTTPS with TLSConfig) upgrades at /$servicebus/websocket
-	// with the subprotocol AMQPWSB10; each WebSocket then carries one AMQP
+	// with the subprotocol AMQPWSB10 (or "amqp", which the Go SDK's
+	// examples offer); each WebSocket then carries one AMQP
 	// connection, served exactly as one on Addr. "127.0.0.1:0" picks a free
 	// loopback port (see Emulator.WebSocketAddr). Empty: no WebSockets.
 	WebSocketAddr string

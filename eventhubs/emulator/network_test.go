@@ -98,8 +98,8 @@ func TestTLSConfigNeedsCertificate(t *testing.T) {
 }
 
 // TestWebSocketListener: the WebSocket listener serves only upgrades at
-// /$servicebus/websocket offering AMQPWSB10 (404 elsewhere, 400 without
-// the subprotocol); an upgraded WebSocket carries an AMQP connection like
+// /$servicebus/websocket offering AMQPWSB10 or "amqp" (preferring
+// AMQPWSB10; 404 elsewhere, 400 without either); an upgraded WebSocket carries an AMQP connection like
 // one on Addr, and Close ends it with amqp:connection:forced and leaves no
 // goroutine (checked by startEmulator).
 func TestWebSocketListener(t *testing.T) {
@@ -128,6 +128,16 @@ func TestWebSocketListener(t *testing.T) {
 		}
 	}
 
+	for _, offer := range [][]string{{amqpws.AltSubprotocol}, {amqpws.AltSubprotocol, amqpws.Subprotocol}} {
+		ws, _, err := websocket.Dial(ctxT(t, 5*time.Second), base+amqpws.Path, &websocket.DialOptions{HTTPClient: client, Subprotocols: offer})
+		if err != nil {
+			t.Fatalf("offering %q: %v", offer, err)
+		}
+		if want := offer[len(offer)-1]; ws.Subprotocol() != want {
+			t.Errorf("offering %q: negotiated %q, want %q", offer, ws.Subprotocol(), want)
+		}
+		_ = ws.CloseNow()
+	}
 	ws, _, err := websocket.Dial(ctxT(t, 5*time.Second), base+amqpws.Path, &websocket.DialOptions{HTTPClient: client, Subprotocols: []string{"other", amqpws.Subprotocol}})
 	if err != nil {
 		t.Fatal(err)
@@ -175,8 +185,9 @@ func TestWebSocketListener(t *testing.T) {
 
 // TestSDKOverTLSAndWebSockets: the official Go SDK works against the
 // emulator over amqps (its own TLS dial, ClientOptions.TLSConfig) and over
-// wss (ClientOptions.NewWebSocketConn with coder/websocket), sending SNI
-// with the namespace's host, and reads back what it sent.
+// wss (ClientOptions.NewWebSocketConn with coder/websocket and the
+// subprotocol "amqp", as in the SDK's example), sending SNI with the
+// namespace's host, and reads back what it sent.
 func TestSDKOverTLSAndWebSockets(t *testing.T) {
 	cert, roots := certFor(t, "localhost")
 	var snis sniLog
@@ -196,7 +207,7 @@ func TestSDKOverTLSAndWebSockets(t *testing.T) {
 			if c.ws {
 				client := wsClient(t, roots)
 				newWS = func(ctx context.Context, p azeventhubs.WebSocketConnParams) (net.Conn, error) {
-					ws, _, err := websocket.Dial(ctx, p.Host, &websocket.DialOptions{HTTPClient: client, Subprotocols: []string{amqpws.Subprotocol}})
+					ws, _, err := websocket.Dial(ctx, p.Host, &websocket.DialOptions{HTTPClient: client, Subprotocols: []string{"amqp"}})
 					if err != nil {
 						return nil, err
 					}
@@ -235,7 +246,7 @@ func TestSDKOverTLSAndWebSockets(t *testing.T) {
 			break
 		}
 	}
-	if !strings.Contains(logs.String(), `msg="WebSocket accepted"`) {
-		t.Errorf("the SDK did not come over a WebSocket")
+	if !strings.Contains(logs.String(), `msg="WebSocket accepted"`) || !strings.Contains(logs.String(), "subprotocol=amqp") {
+		t.Errorf("the SDK did not come over a WebSocket with subprotocol amqp")
 	}
 }

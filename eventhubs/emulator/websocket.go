@@ -42,11 +42,12 @@ func (e *Emulator) serveWebSockets() {
 	}
 }
 
-// serveWebSocket upgrades one request and serves the AMQP connection it
-// carries until that ends, exactly as a connection accepted on Addr.
+// serveWebSocket upgrades one request offering AMQPWSB10 (or "amqp", which
+// the service accepts as well) and serves the AMQP connection it carries
+// until that ends, exactly as a connection accepted on Addr.
 func (e *Emulator) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !amqpws.Offers(r.Header) {
-		http.Error(w, "the WebSocket subprotocol "+amqpws.Subprotocol+" is required", http.StatusBadRequest)
+		http.Error(w, "the WebSocket subprotocol "+amqpws.Subprotocol+" (or "+amqpws.AltSubprotocol+") is required", http.StatusBadRequest)
 		return
 	}
 	e.mu.Lock()
@@ -59,7 +60,7 @@ func (e *Emulator) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	e.mu.Unlock()
 	defer e.wg.Done()
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols: []string{amqpws.Subprotocol},
+		Subprotocols: amqpws.Subprotocols,
 		// Clients are programs, not pages: no Origin to check.
 		InsecureSkipVerify: true,
 	})
@@ -67,7 +68,7 @@ func (e *Emulator) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		e.log.Info("WebSocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	attrs := []any{"remote", r.RemoteAddr, "host", r.Host}
+	attrs := []any{"remote", r.RemoteAddr, "host", r.Host, "subprotocol", ws.Subprotocol()}
 	if r.TLS != nil {
 		attrs = append(attrs, "tls_server_name", r.TLS.ServerName)
 	}

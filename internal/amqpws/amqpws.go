@@ -16,11 +16,18 @@ import (
 
 const (
 	// Subprotocol is the WebSocket subprotocol of the AMQP WebSocket
-	// Binding 1.0.
+	// Binding 1.0, which the .NET, Java, JavaScript and Python SDKs offer.
 	Subprotocol = "AMQPWSB10"
+	// AltSubprotocol is the subprotocol the Go SDK's WebSocket example and
+	// live test offer; the service accepts it too.
+	AltSubprotocol = "amqp"
 	// Path is where the service serves AMQP over WebSockets.
 	Path = "/$servicebus/websocket"
 )
+
+// Subprotocols are the subprotocols a server accepts, in its order of
+// preference.
+var Subprotocols = []string{Subprotocol, AltSubprotocol}
 
 // NetConn returns ws as a net.Conn: writes are sent as binary messages,
 // reads return the bytes of the binary messages received, as one stream.
@@ -45,13 +52,15 @@ func (c *conn) Close() error {
 	return err
 }
 
-// Offers reports whether the handshake request h lists the AMQP
-// subprotocol among its Sec-WebSocket-Protocol tokens.
+// Offers reports whether the handshake request h lists one of
+// Subprotocols among its Sec-WebSocket-Protocol tokens.
 func Offers(h http.Header) bool {
 	for _, v := range h.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(p), Subprotocol) {
-				return true
+			for _, want := range Subprotocols {
+				if strings.EqualFold(strings.TrimSpace(p), want) {
+					return true
+				}
 			}
 		}
 	}
