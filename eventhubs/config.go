@@ -3,6 +3,7 @@ package eventhubs
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -41,6 +42,8 @@ const (
 
 	emulatorPort = "5672"
 	tlsPort      = "5671"
+	wsPort       = "80"
+	wssPort      = "443"
 )
 
 // ReconnectMode says when a connection the service closed is rebuilt.
@@ -124,11 +127,42 @@ type Config struct {
 	// Credential supplies Azure AD tokens instead of a key or SAS.
 	Credential TokenCredential
 	// UseDevelopmentEmulator connects with plain TCP (amqp://, default port
-	// 5672) instead of TLS (amqps://, default port 5671).
+	// 5672) instead of TLS (amqps://, default port 5671); with WebSockets,
+	// ws:// (default port 80) instead of wss:// (443). Token audiences then
+	// start with amqp:// instead of amqps://.
 	UseDevelopmentEmulator bool
 	// TLSConfig overrides the TLS settings (ignored with
-	// UseDevelopmentEmulator).
+	// UseDevelopmentEmulator); nil is TLS 1.2 or later with the system's
+	// roots. Its ServerName, when empty, is the Namespace's host — also
+	// with CustomEndpoint — and is both sent as SNI and verified against
+	// the certificate. A certificate that is not trusted or names another
+	// host fails Open (or the reconnect) at once, not retryable.
 	TLSConfig *tls.Config
+	// CustomEndpoint is the address to dial instead of the Namespace
+	// (host[:port], the port defaulting as for Namespace): a TCP proxy, an
+	// application gateway, a private endpoint's IP address. Only the TCP
+	// destination changes: the AMQP open frame's hostname, the TLS server
+	// name (SNI and verification), the WebSocket URL and its Host header,
+	// and the token audiences all stay the Namespace's, as with
+	// azeventhubs' ClientOptions.CustomEndpoint. Connection strings have no
+	// key for it (none of the Azure SDKs reads one); set it here, with
+	// WithCustomEndpoint, or with the URL form's custom_endpoint parameter.
+	CustomEndpoint string
+	// WebSockets carries AMQP over a WebSocket instead of a bare TCP
+	// connection, for networks that open only HTTPS: an HTTP/1.1 upgrade
+	// at wss://<Namespace>/$servicebus/websocket (default port 443; ws://
+	// and port 80 with UseDevelopmentEmulator) with the subprotocol
+	// AMQPWSB10, whose binary messages then carry the AMQP bytes.
+	// TLSConfig, CustomEndpoint and Dialer apply as over TCP; HTTP proxies
+	// configured in the environment are not used (a Dialer can tunnel).
+	// An upgrade refused with an HTTP 4xx status other than 408 and 429 is
+	// fatal, any other failure retryable.
+	WebSockets bool
+	// Dialer, when set, opens the TCP connections (to CustomEndpoint or
+	// Namespace, with the port) in place of a net.Dialer; TLS and
+	// WebSockets run over what it returns. A *net.Dialer fits, and so does
+	// a SOCKS or HTTP CONNECT proxy dialer. It must obey ctx.
+	Dialer ContextDialer
 
 	// Name names the instance in logs.
 	Name string
@@ -150,6 +184,11 @@ type Config struct {
 	Reconnect ReconnectMode
 	// Retry bounds retries of retryable failures.
 	Retry RetryOptions
+}
+
+// ContextDialer dials network connections; *net.Dialer implements it.
+type ContextDialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // Option adjusts the Config built by Open from a connection string.
@@ -182,6 +221,18 @@ func WithTokenTTL(d time.Duration) Option { return func(c *Config) { c.TokenTTL 
 // WithTLSConfig sets Config.TLSConfig.
 func WithTLSConfig(t *tls.Config) Option { return func(c *Config) { c.TLSConfig = t } }
 
+// WithCustomEndpoint sets Config.CustomEndpoint: dial hostPort instead of
+// the namespace, which stays the name in the protocol, TLS and tokens.
+func WithCustomEndpoint(hostPort string) Option {
+	return func(c *Config) { c.CustomEndpoint = hostPort }
+}
+
+// WithWebSockets sets Config.WebSockets: AMQP over WebSockets.
+func WithWebSockets() Option { return func(c *Config) { c.WebSockets = true } }
+
+// WithDialer sets Config.Dialer.
+func WithDialer(d ContextDialer) Option { return func(c *Config) { c.Dialer = d } }
+
 // WithMaxMessageSize sets Config.MaxMessageSize.
 func WithMaxMessageSize(n int) Option { return func(c *Config) { c.MaxMessageSize = n } }
 
@@ -196,8 +247,15 @@ func (c Config) String() string {
 	case c.Key != "" || c.KeyName != "":
 		auth = "key=" + c.KeyName + ":" + redact.Mask
 	}
-	return fmt.Sprintf("eventhubs{namespace=%s hub=%s auth=%s emulator=%t name=%s}",
-		c.Namespace, c.EventHub, auth, c.UseDevelopmentEmulator, c.Name)
+	var route string
+	if c.CustomEndpoint != "" {
+		route += " endpoint=" + c.CustomEndpoint
+	}
+	if c.WebSockets {
+		route += " websockets=true"
+	}
+	return fmt.Sprintf("eventhubs{namespace=%s%s hub=%s auth=%s emulator=%t name=%s}",
+		c.Namespace, route, c.EventHub, auth, c.UseDevelopmentEmulator, c.Name)
 }
 
 // GoString is String, so that %#v hides the secrets too.
@@ -210,9 +268,12 @@ func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 // ("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=…;
 // SharedAccessKey=…;EntityPath=hub"). Key names are case-insensitive;
 // recognised keys are Endpoint, SharedAccessKeyName, SharedAccessKey,
-// SharedAccessSignature, EntityPath and UseDevelopmentEmulator; others are
-// ignored. Errors wrap broker.ErrInvalidOption, name the missing or bad
-// key and never contain a secret.
+// SharedAccessSignature, EntityPath and UseDevelopmentEmulator — the keys
+// of the service's and the Azure SDKs' connection strings; others are
+// ignored. A custom endpoint and WebSockets are client options there, not
+// connection-string keys (WithCustomEndpoint, WithWebSockets). Errors wrap
+// broker.ErrInvalidOption, name the missing or bad key and never contain a
+// secret.
 func ParseConnectionString(s string) (Config, error) {
 	var c Config
 	bad := func(format string, args ...any) (Config, error) {
@@ -284,6 +345,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SharedAccessSignature != "" && !strings.HasPrefix(c.SharedAccessSignature, "SharedAccessSignature ") {
 		return bad("SharedAccessSignature must start with \"SharedAccessSignature \"")
 	}
+	if c.CustomEndpoint != "" {
+		if err := checkHostPort(c.CustomEndpoint); err != nil {
+			return bad("CustomEndpoint %q must be a host[:port] (no scheme or path): %v", c.CustomEndpoint, err)
+		}
+	}
 	if c.MaxMessageSize < 0 || c.TokenTTL < 0 || c.KeepAlive < 0 {
 		return bad("negative MaxMessageSize, TokenTTL or KeepAlive")
 	}
@@ -320,15 +386,58 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// hostPort returns the dial address.
-func (c *Config) hostPort() string {
-	if _, _, err := net.SplitHostPort(c.Namespace); err == nil {
-		return c.Namespace
+// checkHostPort accepts "host", "host:port", "[v6]:port" and a bare IPv6
+// address.
+func checkHostPort(s string) error {
+	if strings.Contains(s, "://") || strings.ContainsAny(s, "/@?# ") {
+		return errors.New("not a bare host")
 	}
-	if c.UseDevelopmentEmulator {
-		return net.JoinHostPort(c.Namespace, emulatorPort)
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if net.ParseIP(strings.Trim(s, "[]")) != nil {
+			return nil // an IPv6 address without a port
+		}
+		if strings.Contains(s, ":") {
+			return err
+		}
+		host = s
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
 	}
-	return net.JoinHostPort(c.Namespace, tlsPort)
+	if host == "" {
+		return errors.New("empty host")
+	}
+	return nil
+}
+
+// dialAddr is the address dialed: CustomEndpoint or else Namespace, with
+// the transport's default port when it has none.
+func (c *Config) dialAddr() string {
+	addr := c.Namespace
+	if c.CustomEndpoint != "" {
+		addr = c.CustomEndpoint
+	}
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	port := tlsPort
+	switch {
+	case c.WebSockets && c.UseDevelopmentEmulator:
+		port = wsPort
+	case c.WebSockets:
+		port = wssPort
+	case c.UseDevelopmentEmulator:
+		port = emulatorPort
+	}
+	return net.JoinHostPort(strings.Trim(addr, "[]"), port)
+}
+
+// serverName is the namespace's host: the TLS server name.
+func (c *Config) serverName() string {
+	if host, _, err := net.SplitHostPort(c.Namespace); err == nil {
+		return host
+	}
+	return strings.Trim(c.Namespace, "[]")
 }
 
 // scheme is amqp for the emulator, amqps otherwise.
@@ -402,6 +511,14 @@ func parseURL(s string) (Config, error) {
 				return bad("max_message_size=%q is not a positive integer", v)
 			}
 			c.MaxMessageSize = n
+		case "custom_endpoint":
+			c.CustomEndpoint = v
+		case "websockets":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return bad("websockets=%q is not a boolean", v)
+			}
+			c.WebSockets = b
 		default:
 			return bad("unknown parameter %q", k)
 		}

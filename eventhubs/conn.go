@@ -2,7 +2,6 @@ package eventhubs
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -87,24 +86,8 @@ func (c *amqpConn) touch() { c.lastUse.Store(time.Now().UnixNano()) }
 // until ctx ends at the latest.
 func (b *Broker) connect(ctx context.Context, gen uint64) (*amqpConn, error) {
 	start := time.Now()
-	addr := b.cfg.hostPort()
-	var nc net.Conn
-	var err error
-	if b.cfg.UseDevelopmentEmulator {
-		var d net.Dialer
-		nc, err = d.DialContext(ctx, "tcp", addr)
-	} else {
-		tc := b.cfg.TLSConfig.Clone()
-		if tc == nil {
-			tc = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		if tc.ServerName == "" {
-			host, _, _ := net.SplitHostPort(addr)
-			tc.ServerName = host
-		}
-		d := tls.Dialer{Config: tc}
-		nc, err = d.DialContext(ctx, "tcp", addr)
-	}
+	addr := b.cfg.dialAddr()
+	nc, err := b.dial(ctx, addr)
 	if err != nil {
 		return nil, wrapErr("connect", addr, err)
 	}
@@ -139,7 +122,7 @@ func (b *Broker) connect(ctx context.Context, gen uint64) (*amqpConn, error) {
 		closed: make(chan struct{}),
 	}
 	c.touch()
-	b.log.Info("connection open", "conn", gen, "addr", addr,
+	b.log.Info("connection open", "conn", gen, "addr", addr, "transport", b.cfg.transport(),
 		"dial", dialed, "open", time.Since(start)-dialed, "elapsed", time.Since(start))
 	return c, nil
 }
