@@ -28,6 +28,21 @@
 // short stops writing batches it has not started, and the transfer on the
 // wire completes.
 //
+// Networks: the connection is TLS to the namespace's host on port 5671
+// (Config.TLSConfig adjusts it: roots, client certificates; the server
+// name sent and verified is the namespace's host), or plain TCP to port
+// 5672 with UseDevelopmentEmulator. Config.CustomEndpoint dials another
+// host[:port] — a proxy, a gateway, a private endpoint — while the AMQP
+// hostname, the TLS server name and the token audiences stay the
+// namespace's. Config.WebSockets carries AMQP over a WebSocket
+// (wss://<namespace>/$servicebus/websocket, subprotocol AMQPWSB10, port
+// 443) for networks that open only HTTPS; HTTP proxies from the
+// environment are not used. Config.Dialer replaces the TCP dial under all
+// of these (to tunnel through a SOCKS or HTTP CONNECT proxy). A
+// certificate that is not trusted or names another host, and a WebSocket
+// upgrade the endpoint refuses with a client error, fail at once and are
+// not retried.
+//
 // Authentication: the connection uses SASL ANONYMOUS; before every link
 // attach the adapter puts a token on $cbs for the link's audience — a
 // shared access signature it signs from the key (renewed half way

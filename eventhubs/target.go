@@ -18,8 +18,10 @@ import (
 // where the key is percent-encoded (url.UserPassword does it) and the
 // parameters are emulator=true (plain TCP, default port 5672, like
 // UseDevelopmentEmulator), sharedaccesssignature=<a percent-encoded
-// SharedAccessSignature, instead of key name and key>, keepalive=<duration>, reconnect=lazy|eager
-// and max_message_size=<bytes>. Example:
+// SharedAccessSignature, instead of key name and key>, keepalive=<duration>, reconnect=lazy|eager,
+// max_message_size=<bytes>, custom_endpoint=<host[:port] to dial instead of
+// the namespace> (Config.CustomEndpoint) and websockets=true (AMQP over
+// WebSockets, Config.WebSockets). Example:
 //
 //	eventhubs://RootManageSharedAccessKey:c2VjcmV0@127.0.0.1:5672/orders?emulator=true
 //
