@@ -80,6 +80,9 @@ type link struct {
 	cursor    int64
 	rset      *receiverSet
 	subscribe *partition
+	// runtimeMetric: the client asked for the partition's last-enqueued
+	// values on every event (see capRuntimeMetric).
+	runtimeMetric bool
 }
 
 // incoming is a delivery being assembled from transfer frames.
@@ -762,6 +765,9 @@ func (c *conn) onAttach(s *session, a *amqp10.Attach) {
 		reply.InitialDeliveryCount = amqp10.Ptr(uint32(0))
 		l.unsettled = a.SndSettleMode != nil && *a.SndSettleMode == amqp10.SndUnsettled
 		reply.MaxMessageSize = c.e.cfg.MaxMessageSize
+		if l.runtimeMetric {
+			reply.OfferedCapabilities = []amqp10.Symbol{capRuntimeMetric}
+		}
 	}
 	s.links[a.Handle] = l
 	c.send(s.ch, reply, nil)
@@ -1025,11 +1031,19 @@ func (c *conn) pump(l *link) {
 			if len(evs) == 0 {
 				return
 			}
+			var runtimeInfo []byte // taken after the read: never older than its events
+			if l.runtimeMetric {
+				runtimeInfo = runtimeAnnotations(l.subscribe.info(), time.Now())
+			}
 			for _, ev := range evs {
-				if !c.canSend(l, len(ev.msg)) || c.out.pending() >= writeHighWater {
+				msg := ev.msg
+				if runtimeInfo != nil {
+					msg = withDeliveryAnnotations(msg, runtimeInfo)
+				}
+				if !c.canSend(l, len(msg)) || c.out.pending() >= writeHighWater {
 					return
 				}
-				c.sendMessage(l, ev.msg)
+				c.sendMessage(l, msg)
 				l.cursor = ev.seq + 1
 				l.lastActive = time.Now()
 			}

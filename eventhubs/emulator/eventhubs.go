@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,16 +19,25 @@ import (
 
 // Event Hubs wire names.
 const (
-	annSequenceNumber  = "x-opt-sequence-number"
-	annOffset          = "x-opt-offset"
-	annEnqueuedTime    = "x-opt-enqueued-time"
-	annPartitionKey    = "x-opt-partition-key"
-	propEpoch          = "com.microsoft:epoch"
-	propReceiverName   = "com.microsoft:receiver-name"
-	selectorFilterKey  = "apache.org:selector-filter:string"
-	selectorFilterCode = uint64(0x0000468C00000004)
-	sasTokenType       = "servicebus.windows.net:sastoken"
-	sasPrefix          = "SharedAccessSignature "
+	annSequenceNumber = "x-opt-sequence-number"
+	annOffset         = "x-opt-offset"
+	annEnqueuedTime   = "x-opt-enqueued-time"
+	annPartitionKey   = "x-opt-partition-key"
+	propEpoch         = "com.microsoft:epoch"
+	propReceiverName  = "com.microsoft:receiver-name"
+	// capRuntimeMetric, desired by a receiver (the JavaScript SDK's
+	// trackLastEnqueuedEventProperties, .NET's TrackLastEnqueuedEventProperties),
+	// makes the service offer it back and put the partition's
+	// last-enqueued values into every event's delivery annotations.
+	capRuntimeMetric      = "com.microsoft:enable-receiver-runtime-metric"
+	annLastSequenceNumber = "last_enqueued_sequence_number"
+	annLastOffset         = "last_enqueued_offset"
+	annLastEnqueuedTime   = "last_enqueued_time_utc"
+	annRuntimeRetrievedAt = "runtime_info_retrieval_time_utc"
+	selectorFilterKey     = "apache.org:selector-filter:string"
+	selectorFilterCode    = uint64(0x0000468C00000004)
+	sasTokenType          = "servicebus.windows.net:sastoken"
+	sasPrefix             = "SharedAccessSignature "
 )
 
 // errUnauthorized wraps every token validation failure.
@@ -212,6 +222,7 @@ func (c *conn) setupOutgoing(l *link, a *amqp10.Attach) (string, string) {
 		})
 	}
 	l.kind, l.hub, l.rset = kindEventReceiver, h, rs
+	l.runtimeMetric = slices.Contains(a.DesiredCapabilities, capRuntimeMetric)
 	l.cursor = p.resolve(sp)
 	l.subscribe = p
 	if c.subs[p]++; c.subs[p] == 1 {
@@ -383,6 +394,40 @@ func (c *conn) ingest(l *link, format uint32, payload []byte) *amqp10.Error {
 	}
 	p.append(pending)
 	return nil
+}
+
+// runtimeAnnotations encodes the delivery-annotations section the service
+// adds to events on a receiver that desired capRuntimeMetric.
+func runtimeAnnotations(in partitionInfo, now time.Time) []byte {
+	b, err := (&amqp10.Message{DeliveryAnnotations: amqp10.Map{
+		{Key: amqp10.Symbol(annLastSequenceNumber), Value: in.last},
+		{Key: amqp10.Symbol(annLastOffset), Value: in.lastOffset},
+		{Key: amqp10.Symbol(annLastEnqueuedTime), Value: in.lastTime},
+		{Key: amqp10.Symbol(annRuntimeRetrievedAt), Value: time.UnixMilli(now.UnixMilli()).UTC()},
+	}}).Marshal()
+	if err != nil {
+		return nil // fixed types that always encode
+	}
+	return b
+}
+
+// withDeliveryAnnotations inserts an encoded delivery-annotations section
+// into a stored event, after its header if it has one (stored events carry
+// no delivery annotations of their own: encodeStored drops them).
+func withDeliveryAnnotations(msg, section []byte) []byte {
+	n := 0
+	d := amqp10.NewDecoder(msg)
+	if v, err := d.ReadValue(); err == nil {
+		if dv, ok := v.(amqp10.Described); ok {
+			if code, ok := dv.DescriptorCode(); ok && code == amqp10.DescHeader {
+				n = d.Offset()
+			}
+		}
+	}
+	out := make([]byte, 0, len(msg)+len(section))
+	out = append(out, msg[:n]...)
+	out = append(out, section...)
+	return append(out, msg[n:]...)
 }
 
 func partitionKey(m *amqp10.Message) *string {
