@@ -128,6 +128,7 @@ function subscribe(client, s, onReady) {
   const events = [];
   const errors = [];
   const closeReasons = [];
+  const lastEnqueued = []; // with trackLastEnqueuedEventProperties: per non-empty batch
   const ready = new Set();
   let readyFired = false;
   let empties = 0;
@@ -136,6 +137,9 @@ function subscribe(client, s, onReady) {
   const handlers = {
     processEvents: async (evs, ctx) => {
       for (const ev of evs) events.push(fromReceived(ctx.partitionId, ev));
+      if (s.trackLastEnqueuedEventProperties && evs.length > 0) {
+        lastEnqueued.push({ partitionId: ctx.partitionId, ...ctx.lastEnqueuedEventProperties });
+      }
       ready.add(ctx.partitionId);
       if (!readyFired && ready.size >= (s.partitionCount ?? 1)) {
         readyFired = true;
@@ -166,7 +170,7 @@ function subscribe(client, s, onReady) {
     s.partitionId === undefined || s.partitionId === null
       ? client.subscribe(handlers, options)
       : client.subscribe(s.partitionId, handlers, options);
-  return { sub, events, errors, closeReasons, done };
+  return { sub, events, errors, closeReasons, lastEnqueued, done };
 }
 
 const ops = {
@@ -213,7 +217,7 @@ const ops = {
       const r = subscribe(client, s, s.thenSend ? () => send(s.connectionString, s.thenSend) : undefined);
       await r.done;
       await r.sub.close();
-      return { events: r.events, errors: r.errors };
+      return { events: r.events, errors: r.errors, lastEnqueued: r.lastEnqueued };
     } finally {
       await client.close();
     }

@@ -211,6 +211,37 @@ func TestJSReceiveFromEveryStartPosition(t *testing.T) {
 	}
 }
 
+// TestJSTrackLastEnqueuedEventProperties: with the SDK's
+// trackLastEnqueuedEventProperties, each batch reports the partition's
+// newest event (sequence number, offset, enqueued time) and when that was
+// read.
+func TestJSTrackLastEnqueuedEventProperties(t *testing.T) {
+	js := requireSDK(t)
+	e := startEmulator(t, "-hubs", "runtime:2")
+	cs := e.hub(t, "runtime")
+	var sent struct{ Sent int }
+	js.run(t, e, "send", map[string]any{"connectionString": cs, "sends": []jsBatch{
+		{PartitionID: ptr("1"), Events: []jsEventIn{{Body: []byte("a")}, {Body: []byte("b")}, {Body: []byte("c")}}},
+	}}, &sent)
+	before := time.Now()
+	var got jsReceived
+	js.run(t, e, "receive", jsReceive{ConnectionString: cs, PartitionID: ptr("1"), Position: "earliest", Count: 3, TrackLastEnqueued: true}, &got)
+	if len(got.Events) != 3 || len(got.LastEnqueued) == 0 {
+		t.Fatalf("received %d events, %d last-enqueued reports; want 3 and at least one", len(got.Events), len(got.LastEnqueued))
+	}
+	newest := got.Events[2]
+	for i, le := range got.LastEnqueued {
+		if le.PartitionID != "1" || le.SequenceNumber == nil || *le.SequenceNumber != newest.SequenceNumber ||
+			deref(le.Offset) != newest.Offset || !le.EnqueuedOn.Equal(newest.EnqueuedTimeUtc) {
+			t.Errorf("report %d: %+v, want partition 1's newest event: sequence number %d, offset %s, enqueued %v",
+				i, le, newest.SequenceNumber, newest.Offset, newest.EnqueuedTimeUtc)
+		}
+		if le.RetrievedOn.Before(before.Add(-time.Minute)) || le.RetrievedOn.After(time.Now().Add(time.Minute)) {
+			t.Errorf("report %d: retrieved on %v, want about now", i, le.RetrievedOn)
+		}
+	}
+}
+
 // TestJSEpochSteal: a receiver with a higher owner level takes the
 // partition; the old receiver is told with the SDK's
 // ReceiverDisconnectedError (not retryable) and its processor closes with

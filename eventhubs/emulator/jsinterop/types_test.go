@@ -54,6 +54,8 @@ type jsReceive struct {
 	Count            int        `json:"count"`
 	ThenSend         []jsBatch  `json:"thenSend,omitempty"`
 	StopOnError      bool       `json:"stopOnError,omitempty"`
+	// TrackLastEnqueued sets the SDK's trackLastEnqueuedEventProperties.
+	TrackLastEnqueued bool `json:"trackLastEnqueuedEventProperties,omitempty"`
 }
 
 // jsEvent is an event the SDK received.
@@ -92,8 +94,18 @@ func (e jsError) leaves() []jsError {
 }
 
 type jsReceived struct {
-	Events []jsEvent `json:"events"`
-	Errors []jsError `json:"errors"`
+	Events       []jsEvent        `json:"events"`
+	Errors       []jsError        `json:"errors"`
+	LastEnqueued []jsLastEnqueued `json:"lastEnqueued"`
+}
+
+// jsLastEnqueued is the SDK's LastEnqueuedEventProperties after a batch.
+type jsLastEnqueued struct {
+	PartitionID    string    `json:"partitionId"`
+	SequenceNumber *int64    `json:"sequenceNumber"`
+	Offset         *string   `json:"offset"`
+	EnqueuedOn     time.Time `json:"enqueuedOn"`
+	RetrievedOn    time.Time `json:"retrievedOn"`
 }
 
 // jsHubProperties and jsPartitionProperties are the SDK's
