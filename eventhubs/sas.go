@@ -6,10 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/isobroker/broker/internal/redact"
 )
 
 // CBS token types.
@@ -42,6 +45,23 @@ type token struct {
 func (t token) String() string {
 	return fmt.Sprintf("token{type=%s expires=%s}", t.typ, t.expiry.UTC().Format(time.RFC3339))
 }
+
+// GoString is String, so that %#v hides the value too.
+func (t token) GoString() string { return t.String() }
+
+// LogValue makes slog print String.
+func (t token) LogValue() slog.Value { return slog.StringValue(t.String()) }
+
+// String shows when the token expires, never the token.
+func (t AccessToken) String() string {
+	return fmt.Sprintf("AccessToken{Token:%s ExpiresOn:%s}", redact.Mask, t.ExpiresOn.UTC().Format(time.RFC3339))
+}
+
+// GoString is String, so that %#v hides the token too.
+func (t AccessToken) GoString() string { return t.String() }
+
+// LogValue makes slog print String.
+func (t AccessToken) LogValue() slog.Value { return slog.StringValue(t.String()) }
 
 // getToken returns a token for audience from the configured credentials.
 func (c *Config) getToken(ctx context.Context, audience string) (token, error) {

@@ -103,6 +103,22 @@ type Config struct {
 	SingleConnection bool
 }
 
+// String describes c with every URL's password masked.
+func (c Config) String() string {
+	urls := make([]string, len(c.URLs))
+	for i, u := range c.URLs {
+		urls[i] = redact.Target(u)
+	}
+	return fmt.Sprintf("rabbit.Config{URLs:%q Name:%q TLS:%t PublishChannels:%d PublishWindow:%d SingleConnection:%t}",
+		urls, c.Name, c.TLS != nil, c.PublishChannels, c.PublishWindow, c.SingleConnection)
+}
+
+// GoString is String, so that %#v hides the passwords too.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue makes slog print String.
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
 // Option adjusts the Config built by OpenURL.
 type Option func(*Config)
 

@@ -21,9 +21,10 @@ const Mask = "***"
 //     signature's fields. A value runs to the next ';' (and, after '?', '&'
 //     or a space, also to the next '&'), so padding such as a trailing '='
 //     is masked with it;
-//   - the password of every user-info part: after each "://", everything
-//     between the first ':' and the LAST '@' before the next "://" — also
-//     an '@' past a '/', since a password may hold an unescaped '/'; and,
+//   - the password of every user-info part: after each "scheme://",
+//     everything between the first ':' and the LAST '@' before the next
+//     URL — also an '@' past a '/', since a password may hold an unescaped
+//     '/' (or even "://"); and,
 //     in a string with no "://" at all (a scheme forgotten, as in
 //     "guest:pw@host:5672"), everything between the first ':' and the last
 //     '@'.
@@ -85,39 +86,88 @@ func isSecretKey(k string) bool {
 	return strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token")
 }
 
-// userInfo masks the passwords of user-info parts.
+// userInfo masks the passwords of user-info parts. s is cut into regions
+// at each "://"; in each region (and in the text before the first one)
+// everything between the first ':' and the last '@' is a password. Which
+// "://" start a URL is in doubt — one may sit inside a password
+// ("u:a://b@h") — so it masks what either reading finds: cutting at every
+// "://", and cutting only where a scheme stands after a separator.
 func userInfo(s string) string {
-	if !strings.Contains(s, "://") {
-		if at := strings.LastIndexByte(s, '@'); at >= 0 {
-			return maskPassword(s[:at]) + s[at:]
-		}
+	if !strings.Contains(s, "@") {
 		return s
 	}
+	masked := make([]bool, len(s))
+	markRegions(s, masked, func(from int) int {
+		if j := strings.Index(s[from:], "://"); j >= 0 {
+			return from + j
+		}
+		return -1
+	})
+	markRegions(s, masked, func(from int) int { return nextURL(s, from) })
 	var b strings.Builder
+	for i := 0; i < len(s); {
+		if !masked[i] {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		for i < len(s) && masked[i] {
+			i++
+		}
+		b.WriteString(Mask)
+	}
+	return b.String()
+}
+
+// markRegions cuts s where next finds a "://" and marks, in each region,
+// the bytes between its first ':' and its last '@'.
+func markRegions(s string, masked []bool, next func(from int) int) {
+	from := 0
 	for {
-		i := strings.Index(s, "://")
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
+		cut := next(from)
+		end := cut
+		if end < 0 {
+			end = len(s)
 		}
-		b.WriteString(s[:i+3])
-		s = s[i+3:]
-		seg := s
-		if next := strings.Index(s, "://"); next >= 0 {
-			seg = s[:next]
+		region := s[from:end]
+		if at := strings.LastIndexByte(region, '@'); at >= 0 {
+			if colon := strings.IndexByte(region[:at], ':'); colon >= 0 {
+				for i := from + colon + 1; i < from+at; i++ {
+					masked[i] = true
+				}
+			}
 		}
-		if at := strings.LastIndexByte(seg, '@'); at >= 0 {
-			b.WriteString(maskPassword(seg[:at]))
-			s = s[at:]
+		if cut < 0 {
+			return
 		}
+		from = cut + 3
 	}
 }
 
-// maskPassword masks everything after the first ':' of a user-info part.
-func maskPassword(ui string) string {
-	user, _, ok := strings.Cut(ui, ":")
-	if !ok {
-		return ui
+// nextURL returns the index of the first "://" at or after from that ends
+// a scheme standing at the start of s or after a separator ("amqp://",
+// ",amqps://", "Endpoint=sb://"), or -1. A "://" inside a password
+// ("u:a://b@h") does not start a URL.
+func nextURL(s string, from int) int {
+	for {
+		j := strings.Index(s[from:], "://")
+		if j < 0 {
+			return -1
+		}
+		i := from + j
+		k := i
+		for k > 0 && isSchemeChar(s[k-1]) {
+			k--
+		}
+		if k < i && isLetter(s[k]) && (k == 0 || strings.IndexByte(",;= \t\r\n\"'(<[", s[k-1]) >= 0) {
+			return i
+		}
+		from = i + 3
 	}
-	return user + ":" + Mask
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+func isSchemeChar(c byte) bool {
+	return isLetter(c) || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'
 }

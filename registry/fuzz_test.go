@@ -1,0 +1,82 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/isobroker/broker/eventhubs"
+	"github.com/isobroker/broker/internal/secrettest"
+	"github.com/isobroker/broker/rabbit"
+	"github.com/isobroker/broker/registry"
+)
+
+// frontDoorPlacements put a secret (%s) where one of the registry's
+// parsers could take a password, key or signature, including the slips
+// users make (a forgotten scheme, an unescaped '/').
+var frontDoorPlacements = []struct{ form, stops string }{
+	{"amqp://guest:%s@127.0.0.1:5672/", "@"},
+	{"amqps://guest:%s@h1,h2/vh", "@"},
+	{"guest:%s@127.0.0.1:5672", "@"},
+	{"guest:%s@127.0.0.1", "@"},
+	{"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=%s;EntityPath=hub", ";"},
+	{"Endpoint=sb://ns/;SharedAccessSignature=SharedAccessSignature sr=ns&sig=%s&se=1", ";"},
+	{"eventhubs://k:%s@ns.example/hub", "@/?#"},
+	{"eventhubs://ns.example/hub?sharedaccesssignature=%s", "&;#"},
+	{"mem://?password=%s", "&;#"},
+	{"unknown+scheme://u:%s@h/", "@"},
+}
+
+// FuzzOpen: whatever the target, the registry and the two adapters' own
+// front doors (rabbit.Opener, eventhubs.OpenTarget) return an error that,
+// in every rendering, and the logs they write, never hold a secret placed
+// where a parser could take it as a password, key or signature. The ctx
+// is cancelled, so nothing is dialled; parsing happens first.
+func FuzzOpen(f *testing.F) {
+	for i := range frontDoorPlacements {
+		f.Add(uint8(i), "", "s3cret-PW", "")
+	}
+	f.Add(uint8(0), "", "pa/ss", "")
+	f.Add(uint8(2), "", "PASSWORD", "")
+	f.Add(uint8(0), "", "1234/abc", "")
+	f.Add(uint8(4), "x;", "KEY=", ";;")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	f.Fuzz(func(t *testing.T, which uint8, prefix, secret, suffix string) {
+		p := frontDoorPlacements[int(which)%len(frontDoorPlacements)]
+		if len(secret) < 4 || strings.ContainsAny(secret, p.stops+"*") || strings.Contains(secret, "://") {
+			return
+		}
+		in := prefix + strings.Replace(p.form, "%s", secret, 1) + suffix
+		if !secrettest.Checkable(in, secret) {
+			return
+		}
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, secrettest.HandlerOptions()))
+		r := registry.New(registry.WithLogger(log))
+		var errs []any
+		if b, err := r.Open(ctx, in); err == nil {
+			_ = b.Close(ctx)
+		} else {
+			errs = append(errs, err)
+		}
+		if b, err := rabbit.Opener(ctx, in, log, "fuzz"); err == nil {
+			_ = b.Close(ctx)
+		} else {
+			errs = append(errs, err)
+		}
+		if b, err := eventhubs.OpenTarget(ctx, in, log, "fuzz"); err == nil {
+			_ = b.Close(ctx)
+		} else {
+			errs = append(errs, err)
+		}
+		if leak, ok := secrettest.Leak(secret, errs...); ok {
+			t.Fatalf("target %q: the secret shows in %q", in, leak)
+		}
+		if strings.Contains(logs.String(), secret) {
+			t.Fatalf("target %q: the secret shows in the logs:\n%s", in, logs.String())
+		}
+	})
+}
