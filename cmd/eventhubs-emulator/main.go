@@ -9,6 +9,7 @@
 //	    [-hubs name[:partitions],...] [-hub name[:partitions[:group,group]]]...
 //	    [-partitions 4] [-consumer-groups group,...]
 //	    [-key-name RootManageSharedAccessKey] [-key KEY] [-config file.json]
+//	    [-tls-cert cert.pem -tls-key key.pem] [-websocket-addr 127.0.0.1:5443]
 //
 // For example, two hubs with a "billing" consumer group each, on the port
 // the SDKs expect by default, with a fixed key:
@@ -21,6 +22,16 @@
 // groups, and -consumer-groups adds groups to every hub ($Default always
 // exists). When the listen host is unspecified (0.0.0.0 or ::), the
 // printed connection strings name 127.0.0.1.
+//
+// -tls-cert and -tls-key (PEM files, both or neither) make the emulator
+// serve TLS (amqps) with that certificate; the printed connection strings
+// then have no UseDevelopmentEmulator, and name the listen address, so the
+// certificate must cover it (an IP SAN for 127.0.0.1) or clients must set
+// their TLS server name. -websocket-addr adds a listener for AMQP over
+// WebSockets (ws://<addr>/$servicebus/websocket, wss:// with TLS,
+// subprotocol AMQPWSB10); its address is logged ("emulator listening for
+// WebSockets"), and clients use it as the endpoint with their WebSocket
+// option.
 //
 // Ready output: once listening, the emulator prints the namespace's
 // connection string and then one per hub (with EntityPath), one a line, on
@@ -43,7 +54,10 @@
 //	  "retention_bytes": 0,
 //	  "max_message_size": 1048576,
 //	  "idle_timeout": "60s",
-//	  "link_idle_timeout": "30m"
+//	  "link_idle_timeout": "30m",
+//	  "tls_cert_file": "cert.pem",
+//	  "tls_key_file": "key.pem",
+//	  "websocket_addr": "127.0.0.1:5443"
 //	}
 //
 // Flags given on the command line override the file.
@@ -51,6 +65,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -90,6 +105,9 @@ type configFile struct {
 	MaxMessageSize    uint64    `json:"max_message_size"`
 	IdleTimeout       string    `json:"idle_timeout"`
 	LinkIdleTimeout   string    `json:"link_idle_timeout"`
+	TLSCertFile       string    `json:"tls_cert_file"`
+	TLSKeyFile        string    `json:"tls_key_file"`
+	WebSocketAddr     string    `json:"websocket_addr"`
 }
 
 type hubFlags []hubFile
@@ -221,6 +239,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	idle := fs.Duration("idle-timeout", 0, "close connections idle for this long (default 60s, negative: never)")
 	linkIdle := fs.Duration("link-idle-timeout", 0, "detach event links idle for this long (default 30m, negative: never)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) file: serve TLS (amqps) with it; needs -tls-key")
+	tlsKey := fs.String("tls-key", "", "PEM private key file of -tls-cert")
+	wsAddr := fs.String("websocket-addr", "", "also serve AMQP over WebSockets on this host:port (port 0: a free one)")
 	fs.Var(&hubs, "hub", "hub to create: name[:partitions[:group,group]] (repeatable)")
 	fs.Var(hubList{&hubs}, "hubs", "hubs to create: name[:partitions],name[:partitions]... (repeatable)")
 	fs.Var(&groups, "consumer-groups", "consumer groups to create on every hub besides $Default: group,group... (repeatable)")
@@ -295,6 +316,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, h := range append(cf.Hubs, hubs...) {
 		cg := append(append([]string(nil), h.ConsumerGroups...), allGroups...)
 		cfg.Hubs = append(cfg.Hubs, emulator.HubConfig{Name: h.Name, Partitions: h.Partitions, ConsumerGroups: cg})
+	}
+	cfg.WebSocketAddr = pickS("websocket-addr", *wsAddr, cf.WebSocketAddr, "")
+	certFile, keyFile := pickS("tls-cert", *tlsCert, cf.TLSCertFile, ""), pickS("tls-key", *tlsKey, cf.TLSKeyFile, "")
+	if (certFile == "") != (keyFile == "") {
+		return errors.New("tls: give both a certificate (-tls-cert, tls_cert_file) and its key (-tls-key, tls_key_file), or neither")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
