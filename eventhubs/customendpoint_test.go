@@ -156,11 +156,13 @@ func TestDialer(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := &recordingDialer{}
 			opts := append([]eventhubs.Option{eventhubs.WithDialer(d), eventhubs.WithCustomEndpoint(c.addr), eventhubs.WithTLSConfig(ca.clientTLS())}, c.opts...)
-			b := openCS(t, connString(e, unresolvable, hub, false), &logBuffer{}, opts...)
+			logs := &logBuffer{}
+			b := openCS(t, connString(e, unresolvable, hub, false), logs, opts...)
 			if err := b.Publish(ctxT(t, 5*time.Second), hub, &broker.Message{ID: "1"}); err != nil {
 				t.Fatal(err)
 			}
 			e.Faults().CloseConnections("")
+			waitLog(t, logs, 10*time.Second, "connection closed by peer")
 			if err := b.Publish(ctxT(t, 5*time.Second), hub, &broker.Message{ID: "2"}); err != nil {
 				t.Fatal(err)
 			}
