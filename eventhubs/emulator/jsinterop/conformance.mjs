@@ -4,7 +4,7 @@
 // returned; the Go tests start the emulator binary, run this script and
 // assert on that line. The script itself asserts nothing.
 //
-//	node conformance.mjs <operation> '<json spec>'
+//	node conformance.mjs <operation> < spec.json
 //
 // The SDK is loaded from $ISOBROKER_JSSDK_DIR (the folder
 // scripts/install-jssdk.sh installs into). Bodies travel as base64. A run
@@ -29,12 +29,15 @@ function fail(msg) {
   process.exit(2);
 }
 
-const [op, specText] = process.argv.slice(2);
+// The spec comes on stdin: it can be larger than a command line may be.
+const op = process.argv[2];
 let spec;
 try {
-  spec = JSON.parse(specText ?? "{}");
+  const chunks = [];
+  for await (const chunk of process.stdin) chunks.push(chunk);
+  spec = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}");
 } catch (err) {
-  fail(`spec is not JSON: ${err.message}`);
+  fail(`spec on stdin is not JSON: ${err.message}`);
 }
 const deadline = setTimeout(() => fail(`${op}: no result within ${spec.timeoutMs ?? 30000} ms`), spec.timeoutMs ?? 30000);
 
@@ -94,7 +97,8 @@ function position(p) {
 }
 
 // send runs spec.sends in order: each one batch, to a partition key, a
-// partition id or the hub.
+// partition id or the hub; a batch with fillSize is filled with events of
+// that many bytes (byte i%256 repeated, message ID fill-i) until full.
 async function send(cs, sends) {
   const producer = new EventHubProducerClient(cs, { retryOptions });
   try {
@@ -104,7 +108,12 @@ async function send(cs, sends) {
       if (s.partitionKey !== undefined) opts.partitionKey = s.partitionKey;
       if (s.partitionId !== undefined) opts.partitionId = s.partitionId;
       const batch = await producer.createBatch(opts);
-      for (const ev of s.events) {
+      if (s.fillSize) {
+        let i = 0;
+        while (batch.tryAdd({ body: Buffer.alloc(s.fillSize, i % 256), messageId: `fill-${i}` })) i++;
+        n += i;
+      }
+      for (const ev of s.events ?? []) {
         if (!batch.tryAdd(toEventData(ev))) {
           throw new Error(`event ${n} does not fit the batch`);
         }

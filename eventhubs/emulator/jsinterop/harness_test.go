@@ -151,8 +151,8 @@ func installedVersion(dir string) (string, error) {
 	return pkg.Version, nil
 }
 
-// run runs conformance.mjs operation op with spec and decodes the JSON line
-// it prints into out. Any failure of the script fails the test, with its
+// run runs conformance.mjs operation op with spec (as JSON on its stdin)
+// and decodes the JSON line it prints into out. Any failure of the script fails the test, with its
 // stderr and the emulator's log.
 func (js jsSDK) run(t *testing.T, e *emulatorProc, op string, spec, out any) {
 	t.Helper()
@@ -162,8 +162,9 @@ func (js jsSDK) run(t *testing.T, e *emulatorProc, op string, spec, out any) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, js.node, "conformance.mjs", op, string(in))
+	cmd := exec.CommandContext(ctx, js.node, "conformance.mjs", op)
 	cmd.Env = append(os.Environ(), envSDKDir+"="+js.dir)
+	cmd.Stdin = bytes.NewReader(in)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()

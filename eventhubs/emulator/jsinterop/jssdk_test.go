@@ -7,6 +7,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -135,6 +136,43 @@ func TestJSSendByPartitionKeyAndID(t *testing.T) {
 	}
 	if h, ok := evs["h0"]; !ok || h.PartitionKey != nil {
 		t.Errorf("h0 (sent to the hub): %+v", h)
+	}
+}
+
+// TestJSFullBatchAcrossFrames: a batch the SDK fills up to the maximum
+// message size the emulator advertises (1 MiB), and a single event of
+// nearly that size, reach the emulator in many transfer frames (its
+// max-frame-size is 64 KiB), are unpacked, and arrive at the SDK whole.
+func TestJSFullBatchAcrossFrames(t *testing.T) {
+	js := requireSDK(t)
+	e := startEmulator(t, "-hubs", "big:2")
+	cs := e.hub(t, "big")
+	const size = 100_000
+	huge := bytes.Repeat([]byte{0xa5}, 1_000_000)
+	var sent struct{ Sent int }
+	js.run(t, e, "send", map[string]any{"connectionString": cs, "sends": []jsBatch{
+		{PartitionID: ptr("0"), FillSize: size},
+		{PartitionID: ptr("1"), Events: []jsEventIn{{Body: huge, MessageID: "huge"}}},
+	}}, &sent)
+	filled := sent.Sent - 1
+	if filled < 9 { // 1 MiB holds ten 100 kB events with their framing
+		t.Fatalf("the SDK put %d events of %d bytes into a batch, want about ten", filled, size)
+	}
+	var got jsReceived
+	js.run(t, e, "receive", jsReceive{ConnectionString: cs, Position: "earliest", Count: sent.Sent}, &got)
+	evs, dups := byMessageID(got.Events)
+	if len(got.Events) != sent.Sent || len(dups) > 0 {
+		t.Fatalf("received %d events (duplicates %v), want %d", len(got.Events), dups, sent.Sent)
+	}
+	for i := range filled {
+		id := "fill-" + strconv.Itoa(i)
+		if ev := evs[id]; ev.PartitionID != "0" || ev.SequenceNumber != int64(i) || !bytes.Equal(ev.Body, bytes.Repeat([]byte{byte(i)}, size)) {
+			t.Errorf("%s: partition %s, sequence number %d, %d body bytes; want partition 0, %d, %d bytes of %d",
+				id, ev.PartitionID, ev.SequenceNumber, len(ev.Body), i, size, i)
+		}
+	}
+	if ev := evs["huge"]; ev.PartitionID != "1" || !bytes.Equal(ev.Body, huge) {
+		t.Errorf("huge: partition %s, %d body bytes; want partition 1, the %d bytes sent", ev.PartitionID, len(ev.Body), len(huge))
 	}
 }
 

@@ -22,6 +22,9 @@ type jsBatch struct {
 	PartitionKey *string     `json:"partitionKey,omitempty"`
 	PartitionID  *string     `json:"partitionId,omitempty"`
 	Events       []jsEventIn `json:"events"`
+	// FillSize fills the batch, before Events, with events of this many
+	// bytes (byte i%256 repeated, message ID fill-i) until it is full.
+	FillSize int `json:"fillSize,omitempty"`
 }
 
 // jsPosition is an SDK EventPosition: "earliest", "latest", or one of
