@@ -45,7 +45,9 @@ for f in package.json package-lock.json; do
 		exit 1
 	fi
 done
-VERSION=$(node -p 'require(process.argv[1]).dependencies["@azure/event-hubs"]' "$(pwd)/$SRC/package.json")
+# node's require needs an absolute path; DEST may be relative or absolute.
+pkgfield() { node -p 'require(require("path").resolve(process.argv[1]))'"$2" "$1"; }
+VERSION=$(pkgfield "$SRC/package.json" '.dependencies["@azure/event-hubs"]')
 
 if [ -f "$PKG" ] && cmp -s "$SRC/package.json" "$DEST/package.json" &&
 	cmp -s "$SRC/package-lock.json" "$DEST/package-lock.json"; then
@@ -68,7 +70,7 @@ cp "$SRC/package.json" "$SRC/package-lock.json" "$STAGE/"
 	cd "$STAGE"
 	npm ci --no-audit --no-fund --omit=dev --loglevel=error
 )
-got=$(node -p 'require(process.argv[1]).version' "$(pwd)/$STAGE/node_modules/@azure/event-hubs/package.json" 2>/dev/null || true)
+got=$(pkgfield "$STAGE/node_modules/@azure/event-hubs/package.json" .version 2>/dev/null || true)
 if [ "$got" != "$VERSION" ]; then
 	echo "install-jssdk.sh: @azure/event-hubs ${got:-missing} after npm ci, want $VERSION" >&2
 	exit 1
