@@ -89,6 +89,36 @@ function fromReceived(partitionId, ev) {
   };
 }
 
+// memoryCheckpointStore is a CheckpointStore in memory with optimistic
+// concurrency by etag, as the SDK's blob store has (the SDK exports none).
+function memoryCheckpointStore() {
+  let etag = 0;
+  const ownership = new Map();
+  const checkpoints = new Map();
+  return {
+    async listOwnership() {
+      return [...ownership.values()].map((o) => ({ ...o }));
+    },
+    async claimOwnership(claims) {
+      const won = [];
+      for (const o of claims) {
+        const cur = ownership.get(o.partitionId);
+        if (cur && cur.etag !== o.etag) continue; // lost the race
+        const next = { ...o, etag: String(++etag), lastModifiedTimeInMs: Date.now() };
+        ownership.set(o.partitionId, next);
+        won.push({ ...next });
+      }
+      return won;
+    },
+    async updateCheckpoint(cp) {
+      checkpoints.set(cp.partitionId, { ...cp });
+    },
+    async listCheckpoints() {
+      return [...checkpoints.values()];
+    },
+  };
+}
+
 function position(p) {
   if (!p || p === "earliest") return earliestEventPosition;
   if (p === "latest") return latestEventPosition;
@@ -260,6 +290,72 @@ const ops = {
     } finally {
       await first.close();
       await second.close();
+    }
+  },
+
+  // Load balancing: consumer A (a checkpoint store, so owner level 0 on
+  // every partition) takes all spec.partitionCount partitions; then B
+  // joins and takes its share from A, the emulator detaching A's receivers
+  // with equal-epoch steals. Once each owns half of the (even) partition
+  // count, disjoint, and A has lost its half — so every steal is done and
+  // every receiver B owns is attached — one event is sent to each
+  // partition. Reports who owned, lost and received what.
+  async balance(s) {
+    const store = memoryCheckpointStore();
+    const P = s.partitionCount;
+    const changed = [];
+    const waitFor = (cond) =>
+      cond() ? Promise.resolve() : new Promise((resolve) => changed.push(() => cond() && (resolve(), true)));
+    const notify = () => {
+      for (let i = changed.length - 1; i >= 0; i--) if (changed[i]()) changed.splice(i, 1);
+    };
+    const consumer = (name) => {
+      const client = new EventHubConsumerClient("$Default", s.connectionString, store, {
+        retryOptions,
+        loadBalancingOptions: { strategy: "greedy", updateIntervalInMs: 100, partitionOwnershipExpirationIntervalInMs: 60000 },
+      });
+      const c = { name, client, owned: new Set(), lost: [], errors: [], received: [] };
+      c.sub = client.subscribe(
+        {
+          processInitialize: async (ctx) => { c.owned.add(ctx.partitionId); notify(); },
+          processClose: async (reason, ctx) => {
+            c.owned.delete(ctx.partitionId);
+            if (reason === "OwnershipLost") c.lost.push(ctx.partitionId);
+            notify();
+          },
+          processEvents: async (evs, ctx) => {
+            for (const ev of evs) c.received.push(fromReceived(ctx.partitionId, ev));
+            notify();
+          },
+          processError: async (err) => { c.errors.push(errorInfo(err)); notify(); },
+        },
+        { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 0.25, skipParsingBodyAsJson: true },
+      );
+      return c;
+    };
+    const a = consumer("A");
+    try {
+      await waitFor(() => a.owned.size === P);
+      const b = consumer("B");
+      try {
+        const half = P / 2;
+        const settled = () =>
+          a.owned.size === half && b.owned.size === half && [...a.owned].every((id) => !b.owned.has(id)) && a.lost.length === half;
+        await waitFor(settled);
+        const events = [];
+        for (let i = 0; i < P; i++) events.push({ partitionId: String(i), events: [{ body: Buffer.from(`to ${i}`).toString("base64"), messageId: `balanced-${i}` }] });
+        await send(s.connectionString, events);
+        await waitFor(() => a.received.length + b.received.length >= P);
+        const report = (c) => ({ owned: [...c.owned].sort(), lost: c.lost, errors: c.errors, received: c.received });
+        const out = { a: report(a), b: report(b) };
+        await b.sub.close();
+        await a.sub.close();
+        return out;
+      } finally {
+        await b.client.close();
+      }
+    } finally {
+      await a.client.close();
     }
   },
 

@@ -320,6 +320,66 @@ func TestJSEpochSteal(t *testing.T) {
 	}
 }
 
+// TestJSLoadBalancingSteal: two SDK consumers with a checkpoint store (so
+// owner level 0 on every partition) share a hub: the second takes its half
+// from the first by equal-epoch steals, which the first sees as
+// ReceiverDisconnectedError and OwnershipLost for exactly the partitions it
+// lost; afterwards each partition's event reaches its owner once.
+func TestJSLoadBalancingSteal(t *testing.T) {
+	js := requireSDK(t)
+	e := startEmulator(t, "-hubs", "balanced:4")
+	type consumer struct {
+		Owned    []string  `json:"owned"`
+		Lost     []string  `json:"lost"`
+		Errors   []jsError `json:"errors"`
+		Received []jsEvent `json:"received"`
+	}
+	var got struct{ A, B consumer }
+	js.run(t, e, "balance", map[string]any{"connectionString": e.hub(t, "balanced"), "partitionCount": 4}, &got)
+
+	owner := map[string]string{}
+	for name, c := range map[string]consumer{"A": got.A, "B": got.B} {
+		for _, p := range c.Owned {
+			if prev, ok := owner[p]; ok {
+				t.Errorf("partition %s owned by %s and %s", p, prev, name)
+			}
+			owner[p] = name
+		}
+	}
+	if len(owner) != 4 || len(got.A.Owned) != 2 || len(got.B.Owned) != 2 {
+		t.Fatalf("owners %v: want all four partitions, two each for A and B", owner)
+	}
+	lost := slices.Clone(got.A.Lost)
+	slices.Sort(lost)
+	if !slices.Equal(lost, got.B.Owned) {
+		t.Errorf("A lost %v, want exactly what B took, %v", got.A.Lost, got.B.Owned)
+	}
+	if len(got.A.Errors) != len(got.A.Lost) {
+		t.Errorf("A's errors %+v, want one per lost partition (%d)", got.A.Errors, len(got.A.Lost))
+	}
+	for _, err := range got.A.Errors {
+		if err.Code != "ReceiverDisconnectedError" {
+			t.Errorf("A told %s %q, want ReceiverDisconnectedError", err.Code, err.Message)
+		}
+	}
+	if len(got.B.Errors) != 0 || len(got.B.Lost) != 0 {
+		t.Errorf("B errors %+v, lost %v", got.B.Errors, got.B.Lost)
+	}
+	seen := map[string]bool{}
+	for name, c := range map[string]consumer{"A": got.A, "B": got.B} {
+		for _, ev := range c.Received {
+			want := "balanced-" + ev.PartitionID
+			if deref(ev.MessageID) != want || seen[want] || owner[ev.PartitionID] != name {
+				t.Errorf("%s received %s from partition %s (owner %s, seen before %v)", name, deref(ev.MessageID), ev.PartitionID, owner[ev.PartitionID], seen[want])
+			}
+			seen[want] = true
+		}
+	}
+	if len(seen) != 4 {
+		t.Errorf("events received %v, want one from each partition", seen)
+	}
+}
+
 // TestJSWrongKeyIsUnauthorizedFast: with a wrong key, hub properties, a send
 // and a receive each fail with the SDK's UnauthorizedError in seconds (the
 // SDK retries UnauthorizedError; the script's retry options are short),
