@@ -1,7 +1,9 @@
 // Package emulator is a pure-Go Azure Event Hubs emulator: a real AMQP 1.0
 // server over TCP that speaks enough of the Event Hubs dialect for the
 // official Azure SDK for Go (azeventhubs, with a UseDevelopmentEmulator=true
-// connection string) and go-amqp clients to work against it unchanged.
+// connection string), the official JavaScript SDK (@azure/event-hubs; its
+// conformance suite is in ./jsinterop) and go-amqp clients to work against
+// it unchanged.
 //
 // One Emulator is one namespace with its own listeners, hubs, partitions and
 // connections. Two emulators in one process share nothing.
@@ -20,12 +22,16 @@
 // What it emulates: SASL ANONYMOUS and PLAIN; the AMQP 1.0 connection,
 // session and link protocol with flow control, multi-frame transfers and
 // heartbeats; CBS put-token with SAS validation; $management READ of hub and
-// partition properties; senders to a hub (round-robin or partition-key
+// partition properties; RPC replies sent to the receiver whose target
+// address is the request's reply-to, else to the one named after it (the
+// JavaScript SDK's $cbs reply link has no target); senders to a hub (round-robin or partition-key
 // hash) or to one partition, single events and batches (message format
 // 0x80013700); per-partition append-only logs with sequence numbers, string
 // offsets and server-stamped enqueued times, bounded by count or bytes;
-// receivers with the selector start filter, epoch (owner level) semantics
-// and the non-epoch receiver limit; the service's idle closes; and on-demand
+// receivers with the selector start filter, epoch (owner level) semantics,
+// the non-epoch receiver limit and the runtime metric (capability
+// com.microsoft:enable-receiver-runtime-metric: last-enqueued values in each
+// event's delivery annotations); the service's idle closes; and on-demand
 // fault injection through Faults.
 //
 // Idle behaviour follows the service: a connection without event links
@@ -67,7 +73,9 @@
 // (georeplication_factor is always 1); namespace management (hubs and
 // consumer groups are created through this API or Config.AutoCreate, not
 // ARM); capture, throttling units and quotas beyond Config's limits;
-// transactions; receiver settle mode "second" (echoed, but deliveries are
+// transactions; idempotent publishing (the com.microsoft:idempotent-producer
+// capability is not offered, so SDKs that ask for it publish without it);
+// receiver settle mode "second" (echoed, but deliveries are
 // settled at once); partition-key / partition conflicts (a key on a
 // partition sender is stored, not refused); and the exact partition-key
 // hash of the service (keys map to partitions by FNV-1a, stable within one
