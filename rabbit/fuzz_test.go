@@ -41,9 +41,12 @@ func FuzzURL(f *testing.F) {
 	f.Add(uint8(1), " ", "pw pw", ",")
 	f.Fuzz(func(t *testing.T, which uint8, prefix, secret, suffix string) {
 		form := urlPlacements[int(which)%len(urlPlacements)]
-		if len(secret) < 4 || strings.ContainsAny(secret, "@*") || strings.Contains(secret, "://") {
+		if secret == "" || strings.ContainsAny(secret, "@*") || strings.Contains(secret, "://") {
 			return
 		}
+		// Markers around the secret keep it from matching the text that
+		// happens to stand next to it in an output.
+		secret = "S3x" + secret + "Zq9"
 		in := prefix + strings.Replace(form, "%s", secret, 1) + suffix
 		if !secrettest.Checkable(in, secret) {
 			return

@@ -46,9 +46,12 @@ func FuzzOpen(f *testing.F) {
 	cancel()
 	f.Fuzz(func(t *testing.T, which uint8, prefix, secret, suffix string) {
 		p := frontDoorPlacements[int(which)%len(frontDoorPlacements)]
-		if len(secret) < 4 || strings.ContainsAny(secret, p.stops+"*") || strings.Contains(secret, "://") {
+		if secret == "" || strings.ContainsAny(secret, p.stops+"*") || strings.Contains(secret, "://") {
 			return
 		}
+		// Markers around the secret keep it from matching the text that
+		// happens to stand next to it in an output.
+		secret = "S3x" + secret + "Zq9"
 		in := prefix + strings.Replace(p.form, "%s", secret, 1) + suffix
 		if !secrettest.Checkable(in, secret) {
 			return
