@@ -337,7 +337,7 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("Namespace is required")
 	}
 	if strings.ContainsAny(c.Namespace, "/@ ") {
-		return bad("Namespace %q must be a host[:port]", c.Namespace)
+		return bad("Namespace %q must be a host[:port]", redact.Target(c.Namespace))
 	}
 	if c.Credential == nil && c.SharedAccessSignature == "" && (c.KeyName == "" || c.Key == "") {
 		return bad("no credentials: set KeyName and Key, SharedAccessSignature or Credential")
@@ -350,8 +350,13 @@ func (c Config) withDefaults() (Config, error) {
 			return bad("CustomEndpoint %q must be a host[:port] (no scheme or path): %v", c.CustomEndpoint, err)
 		}
 	}
-	if c.MaxMessageSize < 0 || c.TokenTTL < 0 || c.KeepAlive < 0 {
-		return bad("negative MaxMessageSize, TokenTTL or KeepAlive")
+	switch {
+	case c.MaxMessageSize < 0:
+		return bad("MaxMessageSize %d is negative", c.MaxMessageSize)
+	case c.TokenTTL < 0:
+		return bad("TokenTTL %v is negative", c.TokenTTL)
+	case c.KeepAlive < 0:
+		return bad("KeepAlive %v is negative", c.KeepAlive)
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize

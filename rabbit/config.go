@@ -250,7 +250,7 @@ func splitHosts(raw string) ([]endpoint, error) {
 		}
 		red += h + tail
 		if h == "" {
-			return nil, fmt.Errorf("rabbit: %w: URL %s has an empty host", broker.ErrInvalidOption, red)
+			return nil, fmt.Errorf("rabbit: %w: URL %s has an empty host in its list", broker.ErrInvalidOption, redact.Target(raw))
 		}
 		full := scheme + "://"
 		if userinfo != "" {

@@ -132,7 +132,8 @@ var (
 type HubConfig struct {
 	// Name of the hub (case-insensitive, like the service).
 	Name string
-	// Partitions is the partition count; 0 means Config.DefaultPartitions.
+	// Partitions is the partition count; 0 means Config.DefaultPartitions,
+	// and a negative count is refused.
 	Partitions int
 	// ConsumerGroups lists groups besides $Default, which always exists.
 	ConsumerGroups []string
@@ -418,7 +419,7 @@ func (e *Emulator) ConnectionString(hub string) string {
 func (e *Emulator) Faults() *Faults { return &e.faults }
 
 // AddHub creates an event hub at runtime with the given partition count
-// (Config.DefaultPartitions when partitions <= 0) and consumer groups
+// (Config.DefaultPartitions when partitions is 0; negative is refused) and consumer groups
 // besides $Default.
 func (e *Emulator) AddHub(name string, partitions int, consumerGroups ...string) error {
 	_, err := e.addHub(HubConfig{Name: name, Partitions: partitions, ConsumerGroups: consumerGroups})
@@ -462,7 +463,10 @@ func (e *Emulator) addHub(hc HubConfig) (*hub, error) {
 		return nil, err
 	}
 	n := hc.Partitions
-	if n <= 0 {
+	if n < 0 {
+		return nil, fmt.Errorf("%w: hub %q: %d partitions (0 takes the default)", ErrInvalidConfig, hc.Name, n)
+	}
+	if n == 0 {
 		n = e.cfg.DefaultPartitions
 	}
 	if n > 1024 {
