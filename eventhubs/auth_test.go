@@ -13,6 +13,7 @@ import (
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/eventhubs"
 	"github.com/isobroker/broker/eventhubs/emulator"
+	"github.com/isobroker/broker/internal/secrettest"
 )
 
 func TestParseConnectionString(t *testing.T) {
@@ -181,9 +182,12 @@ func TestSecretsNeverLeak(t *testing.T) {
 			t.Errorf("broker log contains a secret (%.12s…)", secret)
 		}
 		for _, err := range errs {
-			if err != nil && strings.Contains(err.Error(), secret) {
-				t.Errorf("error contains a secret (%.12s…): %v", secret, err)
+			if leak, ok := secrettest.Leak(secret, err); ok {
+				t.Errorf("an error shows a secret (%.12s…): %s", secret, leak)
 			}
+		}
+		if leak, ok := secrettest.Leak(secret, b, b2); ok {
+			t.Errorf("a Broker's rendering shows a secret (%.12s…): %.300s", secret, leak)
 		}
 	}
 }

@@ -112,6 +112,12 @@ func OpenConfig(ctx context.Context, cfg Config) (*Broker, error) {
 // String describes the broker without secrets.
 func (b *Broker) String() string { return b.cfg.String() }
 
+// GoString is String, so that %#v shows no secret either.
+func (b *Broker) GoString() string { return b.String() }
+
+// LogValue makes slog print String.
+func (b *Broker) LogValue() slog.Value { return slog.StringValue(b.String()) }
+
 // Capabilities reports what Event Hubs guarantees through this adapter:
 //
 //   - Redelivery false: the service never redelivers one event. A handler

@@ -137,6 +137,12 @@ func Opener(ctx context.Context, rawURL string, logger *slog.Logger, name string
 	return b, nil
 }
 
+// GoString is String, so that %#v shows no password either.
+func (b *Broker) GoString() string { return b.String() }
+
+// LogValue makes slog print String.
+func (b *Broker) LogValue() slog.Value { return slog.StringValue(b.String()) }
+
 // String names the instance and its hosts, with passwords redacted.
 func (b *Broker) String() string {
 	hosts := make([]string, len(b.cfg.endpoints))

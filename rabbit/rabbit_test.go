@@ -11,6 +11,7 @@ import (
 
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/brokertest"
+	"github.com/isobroker/broker/internal/secrettest"
 	"github.com/isobroker/broker/rabbit"
 )
 
@@ -234,6 +235,9 @@ func TestSecretsRedacted(t *testing.T) {
 	text += logs.String()
 	if strings.Contains(text, secret) {
 		t.Fatalf("secret leaked:\n%s", text)
+	}
+	if leak, ok := secrettest.Leak(secret, b); ok {
+		t.Fatalf("a rendering of the Broker shows the secret: %.300s", leak)
 	}
 	if !strings.Contains(logs.String(), user+":***@") {
 		t.Errorf("logs do not show the redacted URL:\n%s", logs.String())
