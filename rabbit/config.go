@@ -3,10 +3,12 @@ package rabbit
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -281,18 +283,28 @@ func redactURI(uri amqp.URI) string {
 	return fmt.Sprintf("%s://%s:***@%s:%d/%s", uri.Scheme, uri.Username, uri.Host, uri.Port, url.PathEscape(vhost))
 }
 
-// scrub replaces every secret in s.
+// scrub replaces every secret in s, as it is and as %q escapes it (the
+// text of a parse error quotes its input).
 func scrub(s string, secrets ...string) string {
 	for _, sec := range secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "***")
+		if sec == "" {
+			continue
+		}
+		s = strings.ReplaceAll(s, sec, "***")
+		if q := strconv.Quote(sec); len(q) > 2 {
+			s = strings.ReplaceAll(s, q[1:len(q)-1], "***")
 		}
 	}
 	return s
 }
 
-// parseReason is amqp091's parse error without its long hint.
+// parseReason is amqp091's parse error without its long hint, and without
+// the URL a *url.Error quotes: only what was wrong with it.
 func parseReason(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
 	s := firstLine(err.Error())
 	if i := strings.Index(s, " (if the username"); i > 0 {
 		s = s[:i]
