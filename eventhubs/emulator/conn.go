@@ -1,5 +1,13 @@
 package emulator
 
+// One client connection: the conn type, its serve sequence (handshake,
+// reader, loop, teardown), the loop that owns all protocol state, and the
+// dispatch of each frame. The connection's other jobs are beside it:
+// handshake.go (protocol headers, SASL, open), session.go (begin, end),
+// links.go (attach, flow, detach), transfer.go (deliveries both ways),
+// housekeeping.go (heartbeats, idle closes, token expiry) and writer.go
+// (the socket's write side).
+
 import (
 	"bufio"
 	"errors"
@@ -36,6 +44,8 @@ type claim struct {
 	expiry time.Time
 }
 
+// readResult is one frame (or the error that ended reading) from the reader
+// goroutine.
 type readResult struct {
 	f   amqp10.Frame
 	err error
@@ -104,6 +114,7 @@ func (c *conn) post(f func(*conn)) {
 	c.notify()
 }
 
+// runInbox runs the functions posted since its last run.
 func (c *conn) runInbox() {
 	c.inboxMu.Lock()
 	fs := c.inbox
@@ -117,6 +128,7 @@ func (c *conn) runInbox() {
 	}
 }
 
+// serve runs the connection from its handshake to its close.
 func (c *conn) serve() {
 	defer c.e.removeConn(c)
 	c.log.Debug("connection accepted")
@@ -172,6 +184,8 @@ func (c *conn) serve() {
 	c.log.Info("connection closed")
 }
 
+// loop handles frames, posted functions and housekeeping ticks until the
+// connection is finished.
 func (c *conn) loop(frames <-chan readResult) {
 	tick := time.NewTicker(c.tickInterval())
 	defer tick.Stop()
@@ -201,6 +215,7 @@ func (c *conn) loop(frames <-chan readResult) {
 	}
 }
 
+// onReadError ends the connection on a read error.
 func (c *conn) onReadError(err error) {
 	var fe *amqp10.FrameError
 	switch {
@@ -219,6 +234,7 @@ func (c *conn) onReadError(err error) {
 	}
 }
 
+// newError is an AMQP error with cond and desc, or nil when cond is empty.
 func newError(cond, desc string) *amqp10.Error {
 	if cond == "" {
 		return nil
@@ -238,6 +254,8 @@ func (c *conn) closeWith(cond, desc string) {
 	c.teardown()
 }
 
+// handleFrame dispatches one frame: connection frames here, session and
+// link frames to their session.
 func (c *conn) handleFrame(f amqp10.Frame) {
 	if f.Type != amqp10.FrameAMQP {
 		c.closeWith(CondFramingError, "SASL frame after the SASL layer")
@@ -295,7 +313,9 @@ func (c *conn) handleFrame(f amqp10.Frame) {
 	case *amqp10.Transfer:
 		c.onTransfer(s, b, f.Payload)
 	case *amqp10.Disposition:
-		// The server sends only pre-settled deliveries; nothing to track.
+		// The server's deliveries are pre-settled, or the client asked for
+		// unsettled and its dispositions are accepted and ignored (see
+		// sendMessage): nothing to track.
 	case *amqp10.Detach:
 		c.onDetach(s, b)
 	case *amqp10.End:

@@ -26,6 +26,7 @@ func (c *conn) tickInterval() time.Duration {
 	return max(d, 5*time.Millisecond)
 }
 
+// housekeeping runs on every tick of the loop.
 func (c *conn) housekeeping(now time.Time) {
 	if c.closing {
 		if now.After(c.closeDeadline) {
@@ -91,6 +92,8 @@ func (c *conn) detachUnauthorized() {
 	}
 }
 
+// containerIDForErrors is the container-id the service's error texts name.
 func (c *conn) containerIDForErrors() string { return fmt.Sprintf("%s-%d", c.e.cfg.Namespace, c.id) }
 
+// emptyFrame is a heartbeat: an AMQP frame without a body.
 func emptyFrame() []byte { return []byte{0, 0, 0, 8, 2, 0, 0, 0} }

@@ -65,6 +65,7 @@ type link struct {
 	runtimeMetric bool
 }
 
+// onAttach answers the client's attach, or refuses it.
 func (c *conn) onAttach(s *session, a *amqp10.Attach) {
 	if a.Handle > s.handleMax {
 		c.endSession(s, CondNotAllowed, fmt.Sprintf("handle %d exceeds handle-max %d", a.Handle, s.handleMax))
@@ -123,6 +124,7 @@ func (c *conn) refuseAttach(s *session, a *amqp10.Attach, cond, desc string) {
 	s.links[a.Handle] = &link{s: s, name: a.Name, handle: a.Handle, kind: kindRefused, detached: true}
 }
 
+// sendLinkFlow sends l's flow state with the session's.
 func (c *conn) sendLinkFlow(l *link, echo bool) {
 	f := c.sessionFlow(l.s)
 	f.Handle = amqp10.Ptr(l.handle)
@@ -138,6 +140,8 @@ func (c *conn) sendLinkFlow(l *link, echo bool) {
 	c.send(l.s.ch, f, nil)
 }
 
+// onFlow takes the peer's session window and, for a link, its credit:
+// the server's sending links pump and answer a drain.
 func (c *conn) onFlow(s *session, f *amqp10.Flow) {
 	var nii uint32
 	if f.NextIncomingID != nil {
@@ -189,6 +193,8 @@ func (c *conn) onFlow(s *session, f *amqp10.Flow) {
 	}
 }
 
+// onDetach forgets a link the client detached, answering unless the
+// server detached it first.
 func (c *conn) onDetach(s *session, d *amqp10.Detach) {
 	l := s.links[d.Handle]
 	if l == nil {

@@ -26,6 +26,7 @@ type session struct {
 	staleEnd bool
 }
 
+// onBegin answers the client's begin.
 func (c *conn) onBegin(ch uint16, b *amqp10.Begin) {
 	if b.RemoteChannel != nil {
 		c.closeWith(CondNotAllowed, "begin answering a session the server never began")
@@ -81,7 +82,8 @@ func (c *conn) endSession(s *session, cond, desc string) {
 	c.send(s.ch, &amqp10.End{Error: newError(cond, desc)}, nil)
 }
 
-// sendSessionFlow refreshes the peer's view of the session windows.
+// sessionFlow is a flow that refreshes the peer's view of the session
+// windows.
 func (c *conn) sessionFlow(s *session) *amqp10.Flow {
 	return &amqp10.Flow{
 		NextIncomingID: amqp10.Ptr(s.nextIncomingID),

@@ -24,6 +24,9 @@ type incoming struct {
 	oversize   bool
 }
 
+// onTransfer takes one transfer frame: it counts against the session
+// window and, as a delivery's first frame, against the link's credit; the
+// last frame of a delivery hands it over and settles it.
 func (c *conn) onTransfer(s *session, t *amqp10.Transfer, payload []byte) {
 	if s.incomingWindow == 0 {
 		c.endSession(s, CondWindowViolation, "transfer beyond the session's incoming window")
@@ -181,10 +184,13 @@ func (c *conn) framesFor(n int) uint32 {
 	return uint32(max(1, (n+room-1)/room))
 }
 
+// canSend reports whether l may send a message of n bytes now.
 func (c *conn) canSend(l *link, n int) bool {
 	return l.sndCredit > 0 && l.s.remoteIncomingWindow >= c.framesFor(n)
 }
 
+// pump sends l's pending deliveries as far as its credit, the peer's
+// window and the write queue allow.
 func (c *conn) pump(l *link) {
 	if c.closing || l.detached || l.s.ending {
 		return

@@ -46,6 +46,7 @@ func newWriter(c *conn) *writer {
 	return &writer{c: c, signal: make(chan struct{}, 1), failed: make(chan struct{}), done: make(chan struct{})}
 }
 
+// enqueue queues b, unless the writer is finishing or has failed.
 func (w *writer) enqueue(b []byte) {
 	w.mu.Lock()
 	if w.fin || w.err != nil {
@@ -61,12 +62,14 @@ func (w *writer) enqueue(b []byte) {
 	}
 }
 
+// pending is the number of queued bytes not yet written.
 func (w *writer) pending() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.n
 }
 
+// error is the write error, if any.
 func (w *writer) error() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -84,6 +87,8 @@ func (w *writer) finish() {
 	}
 }
 
+// run writes the queue until finish or a write error; it wakes the loop
+// when the queue falls below writeLowWater.
 func (w *writer) run() {
 	defer close(w.done)
 	for {
