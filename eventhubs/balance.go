@@ -3,6 +3,7 @@ package eventhubs
 import (
 	"cmp"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -143,6 +144,7 @@ type balancer struct {
 	exited    chan *heldPartition // partition goroutines report their end
 
 	// Owned by the balancer goroutine.
+	rng     *rand.Rand                // this member's own source: plan choices, round jitter
 	held    map[string]*heldPartition // partitions with a running goroutine
 	stolen  map[string]stealRecord    // partitions whose receiver was taken over
 	first   bool                      // the first round is running
@@ -151,13 +153,6 @@ type balancer struct {
 
 	mu    sync.Mutex
 	owned []string // claimed partitions, for Owned
-}
-
-// stealRecord notes when a partition's receiver was last taken over, and
-// how often in a row (takeovers less than an expiration apart).
-type stealRecord struct {
-	at    time.Time
-	times int
 }
 
 // heldPartition is a partition whose goroutine runs. claimed is false
@@ -180,12 +175,20 @@ func newBalancer(s *subscription, store checkpoint.Store, o BalanceOptions, ids 
 		s: s, b: s.b, store: store, o: o,
 		ids:    slices.Clone(ids),
 		log:    log,
+		rng:    newRand(),
 		cp:     newCheckpointer(store, o.Namespace, s.hub, s.group, o.CheckpointEvery, log),
 		ready:  make(chan struct{}),
 		exited: make(chan *heldPartition, len(ids)),
 		held:   make(map[string]*heldPartition),
 		stolen: make(map[string]stealRecord),
 	}
+}
+
+// newRand returns a random source of its own, seeded from crypto/rand.
+func newRand() *rand.Rand {
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // never fails (it crashes the program instead)
+	return rand.New(rand.NewChaCha8(seed))
 }
 
 // compareIDs orders partition ids numerically when both are numbers.
@@ -227,8 +230,8 @@ func (bl *balancer) unlist(id string) {
 }
 
 // jitter returns d × [0.8, 1.3).
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.8 + 0.5*rand.Float64()))
+func (bl *balancer) jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.5*bl.rng.Float64()))
 }
 
 // run is the balancer goroutine: rounds, checkpoint flushes, partition
@@ -241,7 +244,7 @@ func (bl *balancer) run() {
 	bl.first = false
 	bl.readyOnce.Do(func() { close(bl.ready) })
 
-	roundT := time.NewTimer(jitter(bl.o.UpdateInterval))
+	roundT := time.NewTimer(bl.jitter(bl.o.UpdateInterval))
 	defer roundT.Stop()
 	cpT := time.NewTicker(bl.o.CheckpointInterval)
 	defer cpT.Stop()
@@ -250,7 +253,7 @@ func (bl *balancer) run() {
 		case <-s.stopping:
 		case <-roundT.C:
 			bl.round()
-			roundT.Reset(jitter(bl.o.UpdateInterval))
+			roundT.Reset(bl.jitter(bl.o.UpdateInterval))
 		case <-cpT.C:
 			bl.flush("interval")
 		case <-bl.cp.kick:
@@ -288,144 +291,21 @@ func (bl *balancer) storeFailed(op string, err error) {
 	bl.log.Warn("checkpoint store failed; keeping the partitions held, retrying next interval", "op", op, "err", err)
 }
 
-// claimKind says why a partition was claimable.
-type claimKind string
-
-const (
-	claimUnowned      claimKind = "unowned"
-	claimExpired      claimKind = "expired"
-	claimRelinquished claimKind = "relinquished"
-	claimOwnRecord    claimKind = "own record"
-	claimSteal        claimKind = "steal"
-)
-
-// candidate is a partition this member may claim.
-type candidate struct {
-	o      checkpoint.Ownership // the record as listed (ETag), or a new one
-	kind   claimKind
-	from   string // previous owner
-	record bool   // a record existed
-}
-
-// balancePlan is the outcome of one look at the ownership records.
-type balancePlan struct {
-	renew   []checkpoint.Ownership // our claims, with their current ETag
-	reclaim []candidate            // our records we do not hold: claimed with the renewals
-	claim   []candidate            // partitions to claim now
-	lost    map[string]string      // held partitions another member claimed: id → owner
-	owners  int                    // members counted (with us)
-	share   int                    // the most partitions we aim for now
-}
-
-// makePlan decides, from the listed records, which claims to renew and
-// which partitions to claim (the Azure SDK Processor's rules): with P
-// partitions and N owners, everyone's minimum is ⌊P/N⌋; an owner may keep
-// one more when P%N > 0 and we already have the minimum.
-func (bl *balancer) makePlan(list []checkpoint.Ownership, now time.Time) balancePlan {
-	me := bl.o.OwnerID
-	pl := balancePlan{lost: map[string]string{}}
-	known := make(map[string]bool, len(bl.ids))
-	for _, id := range bl.ids {
-		known[id] = true
-	}
-	seen := map[string]bool{}
-	byOwner := map[string][]checkpoint.Ownership{me: nil}
-	var free []candidate
-	for _, o := range list {
-		if !known[o.PartitionID] {
-			continue
-		}
-		seen[o.PartitionID] = true
-		h := bl.held[o.PartitionID]
-		expired := now.Sub(o.LastModified) > bl.o.OwnershipExpiration
-		switch {
-		case h != nil && h.ending():
-			// Dropped or stolen, its goroutine still ending: never ours to
-			// renew or claim now, but another member's if it says so.
-			if o.OwnerID != "" && o.OwnerID != me && !expired {
-				byOwner[o.OwnerID] = append(byOwner[o.OwnerID], o)
-			}
-		case h != nil:
-			if o.OwnerID != me {
-				pl.lost[o.PartitionID] = o.OwnerID
-				continue
-			}
-			o.OwnerID = me
-			pl.renew = append(pl.renew, o)
-			byOwner[me] = append(byOwner[me], o)
-		case o.OwnerID == "":
-			free = append(free, candidate{o: o, kind: claimRelinquished, record: true})
-		case expired:
-			free = append(free, candidate{o: o, kind: claimExpired, from: o.OwnerID, record: true})
-		case o.OwnerID == me:
-			// Ours in the store, but not held: an earlier run of this
-			// owner id, or a partition whose receiver was taken over by
-			// a receiver the store does not back (a member attaching
-			// late for a claim it has lost since). Take it back with the
-			// renewals — unless that already happened once and it was
-			// taken over again: then leave it until the record expires,
-			// rather than fight.
-			if st, ok := bl.stolen[o.PartitionID]; ok && st.times > 1 && now.Sub(st.at) < bl.o.OwnershipExpiration {
-				continue
-			}
-			pl.reclaim = append(pl.reclaim, candidate{o: o, kind: claimOwnRecord, record: true})
-			byOwner[me] = append(byOwner[me], o)
-		default:
-			byOwner[o.OwnerID] = append(byOwner[o.OwnerID], o)
+// planInput is the snapshot planBalance decides from: list, as listed
+// at now, and what this member holds.
+func (bl *balancer) planInput(list []checkpoint.Ownership, now time.Time) planInput {
+	held := make(map[string]holding, len(bl.held))
+	for id, h := range bl.held {
+		held[id] = holdClaimed
+		if h.ending() {
+			held[id] = holdEnding
 		}
 	}
-	for _, id := range bl.ids {
-		if seen[id] {
-			continue
-		}
-		o := checkpoint.Ownership{Namespace: bl.o.Namespace, EventHub: bl.s.hub, ConsumerGroup: bl.s.group, PartitionID: id}
-		if h := bl.held[id]; h != nil {
-			if !h.ending() { // our record vanished: recreate it
-				o.OwnerID = me
-				pl.renew = append(pl.renew, o)
-				byOwner[me] = append(byOwner[me], o)
-			}
-			continue
-		}
-		free = append(free, candidate{o: o, kind: claimUnowned})
+	return planInput{
+		me: bl.o.OwnerID, namespace: bl.o.Namespace, hub: bl.s.hub, group: bl.s.group,
+		partitions: bl.ids, strategy: bl.o.Strategy, expiration: bl.o.OwnershipExpiration,
+		now: now, records: list, held: held, stolen: bl.stolen,
 	}
-
-	p, n := len(bl.ids), len(byOwner)
-	mine := len(byOwner[me])
-	minShare := p / n
-	maxAllowed := minShare
-	if p%n > 0 && mine >= minShare {
-		maxAllowed++
-	}
-	pl.owners, pl.share = n, maxAllowed
-	want := maxAllowed - mine
-	if want <= 0 {
-		return pl
-	}
-	if bl.o.Strategy == StrategyBalanced {
-		want = 1
-	}
-	var above []candidate
-	for owner, recs := range byOwner {
-		if owner != me && len(recs) > maxAllowed {
-			for _, o := range recs {
-				if bl.held[o.PartitionID] != nil {
-					continue // ours, still ending: not claimable until its goroutine ended
-				}
-				above = append(above, candidate{o: o, kind: claimSteal, from: owner, record: true})
-			}
-		}
-	}
-	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
-	rand.Shuffle(len(above), func(i, j int) { above[i], above[j] = above[j], above[i] })
-	for _, c := range append(free, above...) {
-		if len(pl.claim) == want {
-			break
-		}
-		c.o.OwnerID = me
-		pl.claim = append(pl.claim, c)
-	}
-	return pl
 }
 
 // round is one balancing step: list, renew, claim, start new partitions.
@@ -446,7 +326,7 @@ func (bl *balancer) round() {
 		bl.storeFailed("list ownership", err)
 		return
 	}
-	pl := bl.makePlan(list, now)
+	pl := planBalance(bl.planInput(list, now), bl.rng)
 	for id, owner := range pl.lost {
 		bl.drop(bl.held[id], "claimed by another member", owner)
 	}
