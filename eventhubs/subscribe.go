@@ -92,7 +92,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if s.group == "" {
 		s.group = DefaultConsumerGroup
 	}
-	var bal *BalancedOption // load balancing (balance.go)
+	var bal *BalancedOption // load balancing (balanceoptions.go)
 	for _, o := range cfg.DriverOptions {
 		switch v := o.(type) {
 		case BalancedOption:
