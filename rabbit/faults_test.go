@@ -19,6 +19,7 @@ import (
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/brokertest"
 	"github.com/isobroker/broker/internal/rabbitnode"
+	"github.com/isobroker/broker/internal/testenv"
 	"github.com/isobroker/broker/rabbit"
 )
 
@@ -335,6 +336,7 @@ func TestStalledSubscribe(t *testing.T) {
 // round: one refused attempt on the dead node, then the second node,
 // without backing off.
 func TestFailover(t *testing.T) {
+	testenv.NeedsServer(t, rabbitnode.Needs) // here: StartT runs in goroutines, where a skip cannot end the test
 	leakCheck(t)
 	var n1, n2 *rabbitnode.Node
 	var wg sync.WaitGroup

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/isobroker/broker/internal/rabbitnode"
+	"github.com/isobroker/broker/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -20,8 +21,9 @@ func TestMain(m *testing.M) {
 // per measurement) against its own RabbitMQ node and emulator, so that CI
 // notices when a contender, a scenario, a chart or the report breaks.
 // Without rabbitmq-server it fails in CI (env CI set) and is skipped,
-// loudly, elsewhere.
+// loudly, elsewhere; under -short it is skipped (testenv.NeedsServer).
 func TestSmoke(t *testing.T) {
+	testenv.NeedsServer(t, rabbitnode.Needs+" and the emulator, for the whole benchmark runner")
 	if _, err := os.Stat(rabbitnode.DefaultServer); err != nil {
 		rabbitnode.Require(t, "the bench smoke test needs rabbitmq-server ("+rabbitnode.DefaultServer+"; scripts/install-rabbitmq.sh)")
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"go.uber.org/goleak"
+
+	"github.com/isobroker/broker/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -103,6 +105,7 @@ func TestTwoServersAreIndependent(t *testing.T) {
 }
 
 func TestStartCanceledLeavesNothing(t *testing.T) {
+	testenv.NeedsServer(t, Needs) // starts Azurite, if only for 20ms
 	if _, err := FindBin(""); err != nil {
 		Require(t, err.Error())
 	}

@@ -14,7 +14,14 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/isobroker/broker/internal/testenv"
 )
+
+// Needs is the server testenv.NeedsServer names for the tests that use
+// Azurite (also those given AZURITE_CONNECTION_STRING: -short reaches no
+// server at all).
+const Needs = "Azurite (the Azure Storage emulator, node.js)"
 
 // Require marks the running test as needing something that is missing:
 // it fails the test in CI (environment variable CI set) and skips it,
@@ -30,9 +37,11 @@ func Require(t testing.TB, reason string) {
 
 // StartTest starts a server for one test and stops it in t.Cleanup. A
 // missing Azurite goes through Require (fail in CI, skip elsewhere); any
-// other failure to start fails the test.
+// other failure to start fails the test. Under -short it skips the test
+// (testenv.NeedsServer).
 func StartTest(t testing.TB, opts Options) *Server {
 	t.Helper()
+	testenv.NeedsServer(t, Needs)
 	ctx, cancel := context.WithTimeout(context.Background(), opts.withDefaults().StartTimeout)
 	defer cancel()
 	s, err := Start(ctx, opts)
@@ -81,9 +90,11 @@ func NewShared(opts Options) *Shared { return &Shared{opts: opts} }
 // ConnectionString returns $AZURITE_CONNECTION_STRING when set, otherwise
 // the connection string of the shared server, starting it on first use.
 // A missing Azurite goes through Require (fail in CI, skip elsewhere); any
-// other failure to start fails the test.
+// other failure to start fails the test. Under -short it skips the test
+// (testenv.NeedsServer).
 func (s *Shared) ConnectionString(t testing.TB) string {
 	t.Helper()
+	testenv.NeedsServer(t, Needs)
 	if cs := os.Getenv(EnvConnectionString); cs != "" {
 		return cs
 	}
@@ -92,9 +103,11 @@ func (s *Shared) ConnectionString(t testing.TB) string {
 
 // Server returns the shared server, starting it on first use, for tests
 // that must control the process. With AZURITE_CONNECTION_STRING set there
-// is none: such a test goes through Require.
+// is none: such a test goes through Require. Under -short it skips the
+// test (testenv.NeedsServer).
 func (s *Shared) Server(t testing.TB) *Server {
 	t.Helper()
+	testenv.NeedsServer(t, Needs)
 	if os.Getenv(EnvConnectionString) != "" {
 		Require(t, "this test needs an Azurite it controls, but "+EnvConnectionString+" points to an external service")
 	}

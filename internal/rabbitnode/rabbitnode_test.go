@@ -10,9 +10,12 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/isobroker/broker/internal/testenv"
 )
 
 func TestStartConnectRestartStop(t *testing.T) {
+	testenv.NeedsServer(t, Needs)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	begin := time.Now()
@@ -76,6 +79,7 @@ func TestStartConnectRestartStop(t *testing.T) {
 }
 
 func TestStartHonoursContext(t *testing.T) {
+	testenv.NeedsServer(t, Needs) // starts a node, if only for 500ms
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	begin := time.Now()

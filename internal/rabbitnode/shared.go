@@ -7,7 +7,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/isobroker/broker/internal/testenv"
 )
+
+// Needs is the server testenv.NeedsServer names for the tests that use a
+// node (also those given RABBITMQ_URL: -short reaches no server at all).
+const Needs = "RabbitMQ (rabbitmq-server)"
 
 // EnvURL names the environment variable that points tests at an existing
 // RabbitMQ instead of a node of their own.
@@ -43,9 +49,11 @@ func NewShared(opts Options) *Shared { return &Shared{opts: opts} }
 // URL returns RABBITMQ_URL when set, otherwise the URL of the shared node,
 // starting it on first use. When no server is available the test fails —
 // also outside CI: a missing server is a broken test setup, not a reason to
-// pass. (Install it with scripts/install-rabbitmq.sh.)
+// pass. (Install it with scripts/install-rabbitmq.sh.) Under -short the
+// test is skipped instead (testenv.NeedsServer), and nothing is started.
 func (s *Shared) URL(t testing.TB) string {
 	t.Helper()
+	testenv.NeedsServer(t, Needs)
 	if u := os.Getenv(EnvURL); u != "" {
 		return u
 	}
@@ -66,8 +74,10 @@ func (s *Shared) URL(t testing.TB) string {
 // Node returns the shared node, starting it on first use, for tests that
 // need rabbitmqctl. When RABBITMQ_URL points elsewhere there is no local
 // node: such a test is skipped outside CI and fails in CI (env CI set).
+// Under -short it skips the test (testenv.NeedsServer).
 func (s *Shared) Node(t testing.TB) *Node {
 	t.Helper()
+	testenv.NeedsServer(t, Needs)
 	if os.Getenv(EnvURL) != "" {
 		Require(t, fmt.Sprintf("this test needs a local node it controls, but %s points to an external server", EnvURL))
 	}
@@ -87,8 +97,10 @@ func (s *Shared) Close() {
 
 // StartT starts a private node for one test and stops it (removing its
 // dir) when the test ends. Without a local server it fails the test.
+// Under -short it skips the test (testenv.NeedsServer).
 func StartT(t testing.TB, opts Options) *Node {
 	t.Helper()
+	testenv.NeedsServer(t, Needs)
 	if os.Getenv(EnvURL) != "" {
 		if _, err := os.Stat(opts.withDefaults().Server); err != nil {
 			Require(t, fmt.Sprintf("this test needs local nodes, but rabbitmq-server is not installed (%s is set)", EnvURL))

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/isobroker/broker/internal/testenv"
 )
 
 // Where the SDK is and how it gets there.
@@ -66,9 +68,11 @@ type jsSDK struct {
 }
 
 // requireSDK finds node and the SDK pinned in package.json, or goes
-// through require.
+// through require. Under -short it skips the test (testenv.NeedsServer):
+// every test here runs node and the emulator binary.
 func requireSDK(t *testing.T) jsSDK {
 	t.Helper()
+	testenv.NeedsServer(t, "node.js and the JavaScript Event Hubs SDK, against the emulator binary")
 	node, err := exec.LookPath("node")
 	if err != nil {
 		require(t, "node is not on PATH; "+installHint)
