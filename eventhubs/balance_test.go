@@ -12,6 +12,7 @@ import (
 	"github.com/isobroker/broker/eventhubs"
 	"github.com/isobroker/broker/eventhubs/checkpoint"
 	"github.com/isobroker/broker/eventhubs/emulator"
+	"github.com/isobroker/broker/internal/testenv"
 )
 
 // testBalanceOptions are short intervals for tests. The expiration is many
@@ -299,6 +300,7 @@ func handledAgainAfter(r *recorder, member string, parts []string) int {
 // ever held by two members across a round of the one giving it up, and
 // nothing is lost.
 func TestBalancedStoreFaults(t *testing.T) {
+	testenv.Slow(t, "waits out ownership expirations and a store outage of ten rounds")
 	e := startEmulator(t, emulator.Config{})
 	opts := testBalanceOptions(eventhubs.StrategyBalanced)
 	opts.OwnershipExpiration = 1500 * time.Millisecond

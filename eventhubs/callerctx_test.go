@@ -17,8 +17,13 @@ import (
 // $management link) is slow: caller A with a deadline shorter than that
 // set-up, caller B with plenty of time. A must fail with its own deadline;
 // B must succeed, every round — the set-up runs under the instance's
-// lifetime, not under whichever caller triggered it.
+// lifetime, not under whichever caller triggered it. Under -short one round
+// per operation runs (each round waits out the delayed set-up).
 func TestCallerDeadlineNeverFailsAnotherCaller(t *testing.T) {
+	rounds := 5
+	if testing.Short() {
+		rounds = 1
+	}
 	e := startEmulator(t, emulator.Config{})
 	hub := newHub(t, e, 2)
 	e.Faults().DelayDispositions(400 * time.Millisecond)
@@ -33,7 +38,7 @@ func TestCallerDeadlineNeverFailsAnotherCaller(t *testing.T) {
 	}
 	for name, op := range ops {
 		t.Run(name, func(t *testing.T) {
-			for round := range 5 {
+			for round := range rounds {
 				b := open(t, e, nil)
 				var wg sync.WaitGroup
 				var errA, errB error

@@ -8,6 +8,7 @@ import (
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/eventhubs"
 	"github.com/isobroker/broker/eventhubs/emulator"
+	"github.com/isobroker/broker/internal/testenv"
 )
 
 // TestTokenRenewalKeepsLinks: the emulator detaches an event link once no
@@ -16,6 +17,7 @@ import (
 // puts fresh tokens before the old ones expire, so no link is ever
 // detached for an expired token and every event arrives.
 func TestTokenRenewalKeepsLinks(t *testing.T) {
+	testenv.Slow(t, "runs for three 3-second token lifetimes")
 	e := startEmulator(t, emulator.Config{IdleTimeout: -1})
 	hub := newHub(t, e, 1)
 	pubLogs, subLogs := &logBuffer{}, &logBuffer{}

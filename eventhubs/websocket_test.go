@@ -16,6 +16,7 @@ import (
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/eventhubs"
 	"github.com/isobroker/broker/eventhubs/emulator"
+	"github.com/isobroker/broker/internal/testenv"
 )
 
 // wsNetworks are the two WebSocket networks the tests run on: ws (plain,
@@ -92,6 +93,9 @@ func TestWebSocketEndToEnd(t *testing.T) {
 func TestWebSocketIdleClose(t *testing.T) {
 	for _, n := range wsNetworks {
 		t.Run(n.name, func(t *testing.T) {
+			if n.secure {
+				testenv.Slow(t, "a second idle-close cycle; ws covers WebSockets and TestTLSIdleClose covers TLS")
+			}
 			var hs handshakes
 			e, dial := wsEmulator(t, idleEmulator, n.secure, &hs)
 			hub := newHub(t, e, 2)
