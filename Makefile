@@ -8,13 +8,24 @@ STATICCHECK := $(GOBIN)/staticcheck
 # The race detector on a 2-core machine: keep the whole run inside CI's budget.
 TEST_FLAGS  ?= -race -count=1 -timeout 25m
 
-.PHONY: test test-long stress lint deps bench bench-smoke bench-go fmt
+.PHONY: test test-short test-long stress lint deps bench bench-smoke bench-go fmt
 
 ## test: install what the tests need, lint, then run every test under -race,
 ## and the benchmark runner in its smoke mode (bench-smoke) so it cannot rot.
 test: deps lint
 	$(GO) test $(TEST_FLAGS) ./...
 	$(MAKE) bench-smoke
+
+## test-short: a contributor's first loop, in well under a minute: every
+## test of the main module that needs no server, under go test -short. Tests
+## that need RabbitMQ, Azurite or node.js skip there, saying so, and so do
+## the few emulator tests that take several seconds each (internal/testenv);
+## the in-process emulator's tests run. It installs and lints nothing; make
+## test is still what CI runs, with no -short and nothing skipped. About
+## 40 s on 2 cores; TEST_SHORT_FLAGS=-race adds the race detector (~80 s).
+TEST_SHORT_FLAGS ?=
+test-short:
+	$(GO) test -short -count=1 -timeout 5m $(TEST_SHORT_FLAGS) ./...
 
 ## test-long: the same with the long variants of the external suites.
 test-long: deps lint
