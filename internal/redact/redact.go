@@ -1,9 +1,9 @@
 // Package redact hides secrets in target strings — URLs, URLs missing
 // their scheme, Key=Value;… connection strings, and anything malformed in
-// between — before they reach logs, errors or String output (DESIGN.md
-// rule 7). There is one rule, Target, for every place a target can
-// appear; it never parses, so malformed input is masked too. When in
-// doubt, it masks.
+// between — before they reach logs, errors or String output ("Secrets
+// never leak" in docs/ARCHITECTURE.md). There is one rule, Target, for
+// every place a target can appear; it never parses, so malformed input is
+// masked too. When in doubt, it masks.
 package redact
 
 import "strings"
