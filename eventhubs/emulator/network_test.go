@@ -161,6 +161,11 @@ func TestWebSocketListener(t *testing.T) {
 	if err := snd.Send(ctxT(t, 5*time.Second), amqp.NewMessage([]byte("over a websocket")), nil); err != nil {
 		t.Fatal(err)
 	}
+	// The probes above end on their own time (their handshake fails on
+	// EOF after the client closed): wait for them to leave the count.
+	for deadline := time.Now().Add(5 * time.Second); e.ConnectionCount() != 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if e.ConnectionCount() != 1 {
 		t.Errorf("ConnectionCount = %d, want 1", e.ConnectionCount())
 	}
