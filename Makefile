@@ -21,8 +21,8 @@ test: deps lint
 ## that need RabbitMQ, Azurite or node.js skip there, saying so, and so do
 ## the few emulator tests that take several seconds each (internal/testenv);
 ## the in-process emulator's tests run. It installs and lints nothing; make
-## test is still what CI runs, with no -short and nothing skipped. About
-## 40 s on 2 cores; TEST_SHORT_FLAGS=-race adds the race detector (~80 s).
+## test is still what CI runs, with no -short and nothing skipped. 30-50 s
+## on 2 cores; TEST_SHORT_FLAGS=-race adds the race detector (~80 s).
 TEST_SHORT_FLAGS ?=
 test-short:
 	$(GO) test -short -count=1 -timeout 5m $(TEST_SHORT_FLAGS) ./...
