@@ -13,6 +13,24 @@ import (
 	"github.com/isobroker/broker/internal/tlsfail"
 )
 
+// wireErr is a classified error of the server or the network. Its text is
+// ours (what failed, the server's reason, never a secret); it unwraps to
+// the broker sentinel and to the client's own error — an *amqp.Error, a
+// net.Error, a TLS verification error — so that errors.As reaches it.
+type wireErr struct {
+	msg             string
+	sentinel, cause error
+}
+
+func (e *wireErr) Error() string   { return e.msg }
+func (e *wireErr) Unwrap() []error { return []error{e.sentinel, e.cause} }
+
+// wire builds a *wireErr for cause: the text is format with args, then
+// the sentinel's.
+func wire(cause, sentinel error, format string, args ...any) error {
+	return &wireErr{msg: fmt.Sprintf(format, args...) + ": " + sentinel.Error(), sentinel: sentinel, cause: cause}
+}
+
 // wireError maps an error from amqp091-go or the network onto the broker
 // sentinels and the retryable/fatal classification. what says what failed
 // ("dial amqp://u:***@h:5672/"); the result never contains secrets because
@@ -30,36 +48,36 @@ func wireError(what string, err error) error {
 		switch {
 		case ae == amqp.ErrCredentials || ae == amqp.ErrSASL ||
 			(ae.Code == amqp.AccessRefused && strings.Contains(strings.ToLower(reason), "login")):
-			return broker.MarkFatal(fmt.Errorf("%s: credentials refused (%d %s): %w", what, ae.Code, reason, broker.ErrUnauthorized))
+			return broker.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: credentials refused (%d %s)", what, ae.Code, reason))
 		case ae == amqp.ErrVhost:
-			return broker.MarkFatal(fmt.Errorf("%s: vhost refused (%s): %w", what, reason, broker.ErrUnauthorized))
+			return broker.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: vhost refused (%s)", what, reason))
 		case ae.Code == amqp.AccessRefused:
-			return broker.MarkFatal(fmt.Errorf("%s: access refused (%s): %w", what, reason, broker.ErrUnauthorized))
+			return broker.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: access refused (%s)", what, reason))
 		case ae.Code == amqp.NotAllowed && strings.Contains(reason, "vhost") && strings.Contains(reason, "not found"):
-			return broker.MarkFatal(fmt.Errorf("%s: %s: %w", what, reason, broker.ErrNotFound))
+			return broker.MarkFatal(wire(err, broker.ErrNotFound, "%s: %s", what, reason))
 		case ae.Code == amqp.NotAllowed && strings.Contains(reason, "refused"):
-			return broker.MarkFatal(fmt.Errorf("%s: %s: %w", what, reason, broker.ErrUnauthorized))
+			return broker.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: %s", what, reason))
 		case ae.Code == amqp.NotFound:
-			return broker.MarkFatal(fmt.Errorf("%s: %s: %w", what, reason, broker.ErrNotFound))
+			return broker.MarkFatal(wire(err, broker.ErrNotFound, "%s: %s", what, reason))
 		case ae.Code == amqp.ContentTooLarge ||
 			(ae.Code == amqp.PreconditionFailed && strings.Contains(reason, "max size")):
-			return broker.MarkFatal(fmt.Errorf("%s: %s: %w", what, reason, broker.ErrMessageTooLarge))
+			return broker.MarkFatal(wire(err, broker.ErrMessageTooLarge, "%s: %s", what, reason))
 		case ae.Code == amqp.PreconditionFailed:
-			return broker.MarkFatal(fmt.Errorf("%s: %s: %w", what, reason, broker.ErrInvalidOption))
+			return broker.MarkFatal(wire(err, broker.ErrInvalidOption, "%s: %s", what, reason))
 		case ae.Code == amqp.ResourceLocked:
-			return broker.MarkFatal(fmt.Errorf("%s: %s (a queue used exclusively by another connection): %w", what, reason, broker.ErrUnavailable))
+			return broker.MarkFatal(wire(err, broker.ErrUnavailable, "%s: %s (a queue used exclusively by another connection)", what, reason))
 		}
-		return broker.MarkRetryable(fmt.Errorf("%s: %s (%d): %w", what, reason, ae.Code, broker.ErrUnavailable))
+		return broker.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %s (%d)", what, reason, ae.Code))
 	}
 	if reason := tlsfail.Reason(err); reason != "" {
 		// Retrying cannot help until the TLS configuration changes.
-		return broker.MarkFatal(fmt.Errorf("%s: %s: %v: %w", what, reason, err, broker.ErrUnavailable))
+		return broker.MarkFatal(wire(err, broker.ErrUnavailable, "%s: %s: %v", what, reason, err))
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
-		return broker.MarkRetryable(fmt.Errorf("%s: %v: %w", what, err, broker.ErrUnavailable))
+		return broker.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %v", what, err))
 	}
-	return broker.MarkRetryable(fmt.Errorf("%s: %v: %w", what, err, broker.ErrUnavailable))
+	return broker.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %v", what, err))
 }
 
 // isFatal reports whether a (re)connect failure needs outside action.
