@@ -10,7 +10,12 @@
 //	}
 //
 // The suite reads the Broker's Capabilities and skips, with the reason,
-// only the checks of guarantees the broker says it does not give.
+// only the checks of guarantees the broker says it does not give. Its
+// Isolation group holds isolation's promise — the FastStream loop (opening
+// and closing one instance over and over never hangs another's publish),
+// closing one instance while another publishes, a stuck instance closing
+// by its Close ctx, a subscription's end staying local, and no goroutine
+// left — so any adapter, ours or a user's, inherits it by calling Run.
 package brokertest
 
 import (
@@ -21,6 +26,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/isobroker/broker"
 )
@@ -36,6 +43,11 @@ type Harness struct {
 	// Timeout bounds each wait for deliveries (default 20 s). Keep it
 	// generous: the suite runs on slow shared machines.
 	Timeout time.Duration
+	// IgnoreGoroutines are goroutines the isolation scenarios' leak check
+	// tolerates after everything is closed: ones a client library ends
+	// asynchronously, on its own schedule, and that the adapter cannot
+	// wait for. Goroutines running before a scenario are always ignored.
+	IgnoreGoroutines []goleak.Option
 }
 
 func (h Harness) withDefaults() Harness {
@@ -86,6 +98,7 @@ func Run(t *testing.T, h Harness) {
 		{"OversizeMessage", s.testOversizeMessage},
 		{"ConcurrentPublishersAndSubscribers", s.testConcurrent},
 		{"StateWatch", s.testStateWatch},
+		{"Isolation", s.testIsolation},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
