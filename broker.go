@@ -7,7 +7,8 @@
 //
 // Adapters live in sub-packages (mem, rabbit, eventhubs); the registry
 // package opens them from URLs; brokertest is the conformance suite every
-// adapter passes.
+// adapter passes, and driver the toolkit adapters build on (this package
+// holds only what users call).
 package broker
 
 import (

@@ -59,8 +59,8 @@ func isRetryableSentinel(err error) bool {
 
 // IsRetryable reports whether the operation that returned err may succeed
 // if tried again on the same Broker (perhaps after a delay). Errors that
-// carry their own classification (a Retryable() bool method, see
-// MarkRetryable and MarkFatal) decide for themselves; otherwise the
+// carry their own classification (a Retryable() bool method, as
+// driver.MarkRetryable and driver.MarkFatal give them) decide for themselves; otherwise the
 // sentinels ErrUnavailable, ErrBlocked, ErrNacked, ErrBusy, ErrUnroutable
 // and context.DeadlineExceeded are retryable, and everything else —
 // ErrClosed, bad input, unauthorized, not found, context.Canceled — is not.
@@ -77,33 +77,6 @@ func IsRetryable(err error) bool {
 	}
 	return isRetryableSentinel(err)
 }
-
-// MarkRetryable wraps err so that IsRetryable reports true. Adapters use it
-// for wire errors they classify as transient. It returns nil for nil.
-func MarkRetryable(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &classified{err: err, retryable: true}
-}
-
-// MarkFatal wraps err so that IsRetryable reports false. It returns nil for
-// nil.
-func MarkFatal(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &classified{err: err, retryable: false}
-}
-
-type classified struct {
-	err       error
-	retryable bool
-}
-
-func (c *classified) Error() string   { return c.err.Error() }
-func (c *classified) Unwrap() error   { return c.err }
-func (c *classified) Retryable() bool { return c.retryable }
 
 // MessageError is the error of one message of a Publish call: the server
 // refused it (ErrNacked), returned it (ErrUnroutable), or the message was

@@ -9,7 +9,7 @@ import (
 type SubscribeOption func(*SubscribeConfig)
 
 // SubscribeConfig is the resolved form of a Subscribe call's options.
-// Adapters obtain it with NewSubscribeConfig.
+// Adapters obtain it with driver.NewSubscribeConfig.
 type SubscribeConfig struct {
 	// Group names the subscription group ("" = a private subscription that
 	// receives every message and disappears when closed).
@@ -19,7 +19,7 @@ type SubscribeConfig struct {
 	Concurrency int
 	// Prefetch bounds how many messages the broker hands out before they
 	// are acknowledged. Zero (the default) leaves it to the adapter, which
-	// documents its default; see PrefetchOr.
+	// documents its default; see driver.PrefetchOr.
 	Prefetch int
 	// Start is where a new group starts reading, where the broker retains
 	// history (default StartLatest).
@@ -37,13 +37,13 @@ func Group(name string) SubscribeOption {
 }
 
 // Concurrency lets up to n handler calls run at once. Values below 1 are
-// rejected by NewSubscribeConfig.
+// rejected by Subscribe.
 func Concurrency(n int) SubscribeOption {
 	return func(c *SubscribeConfig) { c.Concurrency = n }
 }
 
 // Prefetch bounds the number of unacknowledged messages in flight to this
-// subscription. Values below 1 are rejected by NewSubscribeConfig.
+// subscription. Values below 1 are rejected by Subscribe.
 func Prefetch(n int) SubscribeOption {
 	return func(c *SubscribeConfig) { c.Prefetch = n }
 }
@@ -58,36 +58,6 @@ func StartAt(p Position) SubscribeOption {
 // Hubs owner level) through the portable Subscribe signature.
 func WithDriverOption(v any) SubscribeOption {
 	return func(c *SubscribeConfig) { c.DriverOptions = append(c.DriverOptions, v) }
-}
-
-// PrefetchOr returns c.Prefetch, or def when the subscriber left it at
-// zero (the adapter's default).
-func (c SubscribeConfig) PrefetchOr(def int) int {
-	if c.Prefetch == 0 {
-		return def
-	}
-	return c.Prefetch
-}
-
-// NewSubscribeConfig applies opts over the defaults and validates the
-// result. The error wraps ErrInvalidOption and names the bad option.
-func NewSubscribeConfig(opts ...SubscribeOption) (SubscribeConfig, error) {
-	c := SubscribeConfig{Concurrency: 1}
-	for _, o := range opts {
-		if o != nil {
-			o(&c)
-		}
-	}
-	if c.Concurrency < 1 {
-		return c, fmt.Errorf("%w: concurrency %d, want >= 1", ErrInvalidOption, c.Concurrency)
-	}
-	if c.Prefetch < 0 {
-		return c, fmt.Errorf("%w: prefetch %d, want >= 1", ErrInvalidOption, c.Prefetch)
-	}
-	if err := c.Start.validate(); err != nil {
-		return c, err
-	}
-	return c, nil
 }
 
 // PositionKind says which field of a Position applies.
@@ -142,7 +112,9 @@ func AtSequence(seq int64, inclusive bool) Position {
 // AtTime is the position of the first message enqueued at or after t.
 func AtTime(t time.Time) Position { return Position{Kind: StartTime, Time: t} }
 
-func (p Position) validate() error {
+// Validate reports whether p is a start position a Subscribe can take;
+// the error wraps ErrInvalidOption and names the problem.
+func (p Position) Validate() error {
 	switch p.Kind {
 	case StartLatest, StartEarliest:
 	case StartOffset:

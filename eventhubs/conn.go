@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 const (
@@ -347,7 +348,7 @@ func (c *amqpConn) putToken(ctx context.Context, audience string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("eventhubs: put-token %q: %w", audience, ctx.Err())
 		}
-		return broker.MarkFatal(&Error{Op: "put-token", Entity: audience, Description: "the token source failed", sentinel: broker.ErrUnauthorized, cause: err, act: actFatal})
+		return driver.MarkFatal(&Error{Op: "put-token", Entity: audience, Description: "the token source failed", sentinel: broker.ErrUnauthorized, cause: err, act: actFatal})
 	}
 	l, err := c.rpc(ctx, "$cbs")
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 	"github.com/isobroker/broker/internal/amqpws"
 )
 
@@ -140,7 +141,7 @@ func (b *Broker) dialWebSocket(ctx context.Context, addr string) (net.Conn, erro
 	}
 	if p := ws.Subprotocol(); p != amqpws.Subprotocol {
 		_ = ws.CloseNow()
-		return nil, broker.MarkFatal(&Error{Op: "connect", Entity: addr,
+		return nil, driver.MarkFatal(&Error{Op: "connect", Entity: addr,
 			Description: fmt.Sprintf("the WebSocket endpoint did not accept the subprotocol %s (it chose %q): it does not serve AMQP", amqpws.Subprotocol, p),
 			sentinel:    broker.ErrUnavailable, act: actFatal})
 	}
@@ -158,7 +159,7 @@ func upgradeRefused(addr string, status int, cause error) error {
 		sentinel:    broker.ErrUnavailable, cause: cause, act: actReconnect}
 	if status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
 		e.act = actFatal
-		return broker.MarkFatal(e)
+		return driver.MarkFatal(e)
 	}
-	return broker.MarkRetryable(e)
+	return driver.MarkRetryable(e)
 }

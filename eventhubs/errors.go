@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 	"github.com/isobroker/broker/internal/tlsfail"
 )
 
@@ -159,7 +160,7 @@ func classify(err error) (action, error) {
 		return e.act, e.sentinel
 	}
 	var c interface{ Retryable() bool }
-	if errors.As(err, &c) { // classified already (broker.MarkFatal / MarkRetryable)
+	if errors.As(err, &c) { // classified already (driver.MarkFatal / MarkRetryable)
 		if c.Retryable() {
 			return actRetry, nil
 		}
@@ -271,7 +272,7 @@ func wrapErr(op, entity string, err error) error {
 	}
 	var already interface{ Retryable() bool }
 	if errors.As(err, &already) {
-		return err // an *Error, or classified by broker.MarkFatal / MarkRetryable
+		return err // an *Error, or classified by driver.MarkFatal / MarkRetryable
 	}
 	act, sentinel := classify(err)
 	if act == actContext {
@@ -285,9 +286,9 @@ func wrapErr(op, entity string, err error) error {
 		e.Condition, e.Description = string(ae.Condition), ae.Description
 	}
 	if act == actFatal || act == actStolen {
-		return broker.MarkFatal(e)
+		return driver.MarkFatal(e)
 	}
-	return broker.MarkRetryable(e)
+	return driver.MarkRetryable(e)
 }
 
 // statusError builds the error of a failed $cbs or $management request.
@@ -300,11 +301,11 @@ func statusError(op, entity string, status int32, desc string) error {
 		e.sentinel = broker.ErrNotFound
 	case status == 408 || status == 503 || status == 500:
 		e.sentinel, e.act = broker.ErrBusy, actRetry
-		return broker.MarkRetryable(e)
+		return driver.MarkRetryable(e)
 	default:
 		e.sentinel = broker.ErrInvalidOption
 	}
-	return broker.MarkFatal(e)
+	return driver.MarkFatal(e)
 }
 
 // onLinkError classifies err, received on a link that was attached and
@@ -317,7 +318,7 @@ func statusError(op, entity string, status int32, desc string) error {
 func onLinkError(op, entity string, err error) error {
 	var le *amqp.LinkError
 	if errors.As(err, &le) && le.RemoteErr != nil && string(le.RemoteErr.Condition) == condUnauthorized {
-		return broker.MarkRetryable(&Error{Op: op, Entity: entity, Condition: condUnauthorized,
+		return driver.MarkRetryable(&Error{Op: op, Entity: entity, Condition: condUnauthorized,
 			Description: le.RemoteErr.Description + " (the link's token lapsed; re-authorizing)",
 			sentinel:    broker.ErrUnavailable, cause: err, act: actRelink})
 	}

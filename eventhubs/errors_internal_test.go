@@ -12,6 +12,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 func TestClassify(t *testing.T) {
@@ -68,7 +69,7 @@ func TestClassify(t *testing.T) {
 	if act, _ := classify(fmt.Errorf("x: %w", context.DeadlineExceeded)); act != actContext {
 		t.Errorf("deadline: %v", act)
 	}
-	fatal := broker.MarkFatal(fmt.Errorf("too big: %w", broker.ErrMessageTooLarge))
+	fatal := driver.MarkFatal(fmt.Errorf("too big: %w", broker.ErrMessageTooLarge))
 	if act, _ := classify(fatal); act != actFatal || wrapErr("op", "e", fatal) != fatal {
 		t.Errorf("an already classified fatal error is reclassified")
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // Broker is an Event Hubs broker.Broker. Create it with Open or
@@ -19,7 +20,7 @@ import (
 type Broker struct {
 	cfg   Config
 	log   *slog.Logger
-	state *broker.StateTracker
+	state *driver.StateTracker
 
 	closing chan struct{}   // closed when Close starts: no new work
 	deadCtx context.Context // cancelled when Close tears down
@@ -78,7 +79,7 @@ func OpenConfig(ctx context.Context, cfg Config) (*Broker, error) {
 	b := &Broker{
 		cfg:     cfg,
 		log:     cfg.Logger.With("broker", "eventhubs", "name", cfg.Name, "namespace", cfg.Namespace),
-		state:   broker.NewStateTracker(broker.StateConnecting),
+		state:   driver.NewStateTracker(broker.StateConnecting),
 		closing: make(chan struct{}),
 		deadCtx: deadCtx,
 		kill:    kill,

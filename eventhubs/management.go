@@ -8,6 +8,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // HubProperties describes an event hub, as read from $management.
@@ -138,7 +139,7 @@ func (c *amqpConn) mgmtRequest(ctx context.Context, hub string, props map[string
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, broker.MarkFatal(&Error{Op: "management", Entity: entity, Description: "the token source failed", sentinel: broker.ErrUnauthorized, cause: err, act: actFatal})
+		return nil, driver.MarkFatal(&Error{Op: "management", Entity: entity, Description: "the token source failed", sentinel: broker.ErrUnauthorized, cause: err, act: actFatal})
 	}
 	l, err := c.rpc(ctx, "$management")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // senderLink is an attached sender to a hub or a partition.
@@ -134,7 +135,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if b.isClosing() {
 		return fmt.Errorf("eventhubs: publish: %w", broker.ErrClosed)
 	}
-	if err := broker.CheckPublish(topic, msgs, 0); err != nil {
+	if err := driver.CheckPublish(topic, msgs, 0); err != nil {
 		return fmt.Errorf("eventhubs: publish to %q: %w", topic, err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -197,7 +198,7 @@ func (b *Broker) checkSizes(topic string, events []event, max int) error {
 	for i := range events {
 		ev := &events[i]
 		if n := envelopeSize(ev) + len(ev.enc) + dataOverhead; n > max {
-			return broker.MarkFatal(fmt.Errorf("eventhubs: publish to %q: message %d encodes to %d bytes, the link allows %d: %w",
+			return driver.MarkFatal(fmt.Errorf("eventhubs: publish to %q: message %d encodes to %d bytes, the link allows %d: %w",
 				topic, ev.index, n, max, broker.ErrMessageTooLarge))
 		}
 	}
@@ -324,7 +325,7 @@ collect:
 		}
 	}
 	if firstErr == nil && len(rest) > 0 {
-		firstErr = broker.MarkRetryable(fmt.Errorf("eventhubs: %d events held back behind a failed batch: %w", len(rest), broker.ErrUnavailable))
+		firstErr = driver.MarkRetryable(fmt.Errorf("eventhubs: %d events held back behind a failed batch: %w", len(rest), broker.ErrUnavailable))
 	}
 	if firstErr != nil && errors.Is(firstErr, context.Canceled) && ctx.Err() == nil {
 		firstErr = broker.ErrUnavailable
@@ -382,7 +383,7 @@ func (w *batchWriter) run(callerCtx context.Context) {
 		if bt.sendFailed != nil {
 			if expired {
 				b.breakSender(bt.sender)
-				bt.sendFailed = broker.MarkRetryable(fmt.Errorf("eventhubs: send to %q not written within %v: %w", bt.target, writeTimeout, broker.ErrUnavailable))
+				bt.sendFailed = driver.MarkRetryable(fmt.Errorf("eventhubs: send to %q not written within %v: %w", bt.target, writeTimeout, broker.ErrUnavailable))
 			}
 			w.written <- i
 			close(w.written)
@@ -411,7 +412,7 @@ func outcome(target string, state amqp.DeliveryState) error {
 	case *amqp.StateModified:
 		return &amqp.Error{Condition: condServerBusy, Description: "modified by the service"}
 	case nil:
-		return broker.MarkRetryable(&Error{Op: "send", Entity: target, Description: "settled without an outcome",
+		return driver.MarkRetryable(&Error{Op: "send", Entity: target, Description: "settled without an outcome",
 			sentinel: broker.ErrUnavailable, act: actRetry})
 	}
 	return fmt.Errorf("unexpected delivery state %T", state)

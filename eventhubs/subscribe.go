@@ -14,6 +14,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // Driver options for Subscribe, passed with broker.WithDriverOption.
@@ -83,11 +84,11 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if b.isClosing() {
 		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
 	}
-	cfg, err := broker.CheckSubscribe(topic, h, true, opts...)
+	cfg, err := driver.CheckSubscribe(topic, h, true, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
 	}
-	cfg.Prefetch = cfg.PrefetchOr(DefaultPrefetch)
+	cfg.Prefetch = driver.PrefetchOr(cfg, DefaultPrefetch)
 	s := &subscription{b: b, hub: topic, cfg: cfg, h: h, group: cfg.Group}
 	if s.group == "" {
 		s.group = DefaultConsumerGroup

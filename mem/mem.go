@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // Defaults.
@@ -66,7 +67,7 @@ func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxMessageSiz
 type Broker struct {
 	cfg    config
 	log    *slog.Logger
-	state  *broker.StateTracker
+	state  *driver.StateTracker
 	closed chan struct{} // closed when Close starts
 
 	mu     sync.Mutex
@@ -98,7 +99,7 @@ func New(opts ...Option) (*Broker, error) {
 	b := &Broker{
 		cfg:    cfg,
 		log:    log,
-		state:  broker.NewStateTracker(broker.StateConnecting),
+		state:  driver.NewStateTracker(broker.StateConnecting),
 		closed: make(chan struct{}),
 		topics: make(map[string]map[string]*queue),
 		subs:   make(map[*subscription]struct{}),
@@ -144,7 +145,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if b.isClosed() {
 		return fmt.Errorf("mem: publish: %w", broker.ErrClosed)
 	}
-	if err := broker.CheckPublish(topic, msgs, b.cfg.maxMessageSize); err != nil {
+	if err := driver.CheckPublish(topic, msgs, b.cfg.maxMessageSize); err != nil {
 		return fmt.Errorf("mem: publish to %q: %w", topic, err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -192,7 +193,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if b.isClosed() {
 		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrClosed)
 	}
-	cfg, err := broker.CheckSubscribe(topic, h, false, opts...)
+	cfg, err := driver.CheckSubscribe(topic, h, false, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, err)
 	}

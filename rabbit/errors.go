@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 	"github.com/isobroker/broker/internal/tlsfail"
 )
 
@@ -48,36 +49,36 @@ func wireError(what string, err error) error {
 		switch {
 		case ae == amqp.ErrCredentials || ae == amqp.ErrSASL ||
 			(ae.Code == amqp.AccessRefused && strings.Contains(strings.ToLower(reason), "login")):
-			return broker.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: credentials refused (%d %s)", what, ae.Code, reason))
+			return driver.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: credentials refused (%d %s)", what, ae.Code, reason))
 		case ae == amqp.ErrVhost:
-			return broker.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: vhost refused (%s)", what, reason))
+			return driver.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: vhost refused (%s)", what, reason))
 		case ae.Code == amqp.AccessRefused:
-			return broker.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: access refused (%s)", what, reason))
+			return driver.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: access refused (%s)", what, reason))
 		case ae.Code == amqp.NotAllowed && strings.Contains(reason, "vhost") && strings.Contains(reason, "not found"):
-			return broker.MarkFatal(wire(err, broker.ErrNotFound, "%s: %s", what, reason))
+			return driver.MarkFatal(wire(err, broker.ErrNotFound, "%s: %s", what, reason))
 		case ae.Code == amqp.NotAllowed && strings.Contains(reason, "refused"):
-			return broker.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: %s", what, reason))
+			return driver.MarkFatal(wire(err, broker.ErrUnauthorized, "%s: %s", what, reason))
 		case ae.Code == amqp.NotFound:
-			return broker.MarkFatal(wire(err, broker.ErrNotFound, "%s: %s", what, reason))
+			return driver.MarkFatal(wire(err, broker.ErrNotFound, "%s: %s", what, reason))
 		case ae.Code == amqp.ContentTooLarge ||
 			(ae.Code == amqp.PreconditionFailed && strings.Contains(reason, "max size")):
-			return broker.MarkFatal(wire(err, broker.ErrMessageTooLarge, "%s: %s", what, reason))
+			return driver.MarkFatal(wire(err, broker.ErrMessageTooLarge, "%s: %s", what, reason))
 		case ae.Code == amqp.PreconditionFailed:
-			return broker.MarkFatal(wire(err, broker.ErrInvalidOption, "%s: %s", what, reason))
+			return driver.MarkFatal(wire(err, broker.ErrInvalidOption, "%s: %s", what, reason))
 		case ae.Code == amqp.ResourceLocked:
-			return broker.MarkFatal(wire(err, broker.ErrUnavailable, "%s: %s (a queue used exclusively by another connection)", what, reason))
+			return driver.MarkFatal(wire(err, broker.ErrUnavailable, "%s: %s (a queue used exclusively by another connection)", what, reason))
 		}
-		return broker.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %s (%d)", what, reason, ae.Code))
+		return driver.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %s (%d)", what, reason, ae.Code))
 	}
 	if reason := tlsfail.Reason(err); reason != "" {
 		// Retrying cannot help until the TLS configuration changes.
-		return broker.MarkFatal(wire(err, broker.ErrUnavailable, "%s: %s: %v", what, reason, err))
+		return driver.MarkFatal(wire(err, broker.ErrUnavailable, "%s: %s: %v", what, reason, err))
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
-		return broker.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %v", what, err))
+		return driver.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %v", what, err))
 	}
-	return broker.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %v", what, err))
+	return driver.MarkRetryable(wire(err, broker.ErrUnavailable, "%s: %v", what, err))
 }
 
 // isFatal reports whether a (re)connect failure needs outside action.

@@ -14,6 +14,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // Recovery design.
@@ -289,10 +290,10 @@ func (l *link) connectOnce(ctx context.Context) (*session, error) {
 	err := errors.Join(errs...)
 	for _, e := range errs {
 		if !broker.IsRetryable(e) {
-			return nil, broker.MarkFatal(err)
+			return nil, driver.MarkFatal(err)
 		}
 	}
-	return nil, broker.MarkRetryable(err)
+	return nil, driver.MarkRetryable(err)
 }
 
 // deadlineConn gives every Write a deadline, so that a peer that stops

@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // Message outcomes of one round of a Publish call.
@@ -257,7 +258,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if b.isClosing() {
 		return fmt.Errorf("rabbit: publish: %w", broker.ErrClosed)
 	}
-	if err := broker.CheckPublish(topic, msgs, b.cfg.MaxMessageSize); err != nil {
+	if err := driver.CheckPublish(topic, msgs, b.cfg.MaxMessageSize); err != nil {
 		return fmt.Errorf("rabbit: publish to %q: %w", topic, err)
 	}
 	if err := checkName("topic (exchange name)", topic); err != nil {

@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // Broker is a RabbitMQ broker.Broker. Create it with Open or OpenURL; it is
@@ -48,7 +49,7 @@ import (
 type Broker struct {
 	cfg   *resolved
 	log   *slog.Logger
-	state *broker.StateTracker
+	state *driver.StateTracker
 
 	lifeCtx    context.Context // cancelled when Close tears down
 	lifeCancel context.CancelFunc
@@ -91,7 +92,7 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	b := &Broker{
 		cfg:     r,
 		log:     r.Logger.With("broker", "rabbit", "name", r.Name),
-		state:   broker.NewStateTracker(broker.StateConnecting),
+		state:   driver.NewStateTracker(broker.StateConnecting),
 		closing: make(chan struct{}),
 		killed:  make(chan struct{}),
 		subs:    make(map[*subscription]struct{}),
@@ -173,7 +174,7 @@ func (b *Broker) State() broker.State { return b.state.State() }
 
 // WatchState returns a channel receiving every later state change
 // (connected → reconnecting with the loss's error → connected, and finally
-// closed) until ctx ends or the broker closes; see broker.StateTracker. It
+// closed) until ctx ends or the broker closes; see driver.StateTracker. It
 // never blocks the broker.
 func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
 	return b.state.Watch(ctx)

@@ -15,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // BindingKeys is a Subscribe driver option (broker.WithDriverOption): bind
@@ -73,11 +74,11 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if b.isClosing() {
 		return nil, fmt.Errorf("rabbit: subscribe: %w", broker.ErrClosed)
 	}
-	cfg, err := broker.CheckSubscribe(topic, h, false, opts...)
+	cfg, err := driver.CheckSubscribe(topic, h, false, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
-	cfg.Prefetch = cfg.PrefetchOr(max(2*cfg.Concurrency, 16))
+	cfg.Prefetch = driver.PrefetchOr(cfg, max(2*cfg.Concurrency, 16))
 	if err := checkName("topic (exchange name)", topic); err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe: %w", err)
 	}

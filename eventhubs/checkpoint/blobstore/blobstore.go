@@ -49,6 +49,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 	"github.com/isobroker/broker/eventhubs/checkpoint"
 )
 
@@ -411,19 +412,19 @@ func classify(ctx context.Context, op, blobName string, err error) error {
 		switch {
 		case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
 			e.sentinel = broker.ErrUnauthorized
-			return broker.MarkFatal(e)
+			return driver.MarkFatal(e)
 		case re.ErrorCode == string(bloberror.ContainerNotFound):
 			e.sentinel = broker.ErrNotFound
-			return broker.MarkFatal(e)
+			return driver.MarkFatal(e)
 		case re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusServiceUnavailable:
 			e.sentinel = broker.ErrBusy
-			return broker.MarkRetryable(e)
+			return driver.MarkRetryable(e)
 		case re.StatusCode == http.StatusRequestTimeout || re.StatusCode >= 500:
 			e.sentinel = broker.ErrUnavailable
-			return broker.MarkRetryable(e)
+			return driver.MarkRetryable(e)
 		default:
 			e.sentinel = ErrRefused
-			return broker.MarkFatal(e)
+			return driver.MarkFatal(e)
 		}
 	}
 	// No answer from the service: a transport failure (refused, reset,
@@ -434,5 +435,5 @@ func classify(ctx context.Context, op, blobName string, err error) error {
 		e.cause = ue.Err
 	}
 	e.sentinel = broker.ErrUnavailable
-	return broker.MarkRetryable(e)
+	return driver.MarkRetryable(e)
 }

@@ -1,16 +1,17 @@
-package broker_test
+package driver_test
 
 import (
 	"context"
 	"testing"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // A watcher that never reads cannot block Set; it still gets the latest
 // changes, ending with the move to closed.
 func TestStateTrackerNeverBlocks(t *testing.T) {
-	tr := broker.NewStateTracker(broker.StateConnecting)
+	tr := driver.NewStateTracker(broker.StateConnecting)
 	ch := tr.Watch(context.Background())
 	for range 1000 {
 		tr.Set(broker.StateConnected, nil)
@@ -32,7 +33,7 @@ func TestStateTrackerNeverBlocks(t *testing.T) {
 }
 
 func TestStateWatchEndsWithContext(t *testing.T) {
-	tr := broker.NewStateTracker(broker.StateConnected)
+	tr := driver.NewStateTracker(broker.StateConnected)
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := tr.Watch(ctx)
 	tr.Set(broker.StateReconnecting, nil)
