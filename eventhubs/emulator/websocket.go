@@ -60,7 +60,7 @@ func (e *Emulator) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	e.mu.Unlock()
 	defer e.wg.Done()
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols: amqpws.Subprotocols,
+		Subprotocols: amqpws.Subprotocols(),
 		// Clients are programs, not pages: no Origin to check.
 		InsecureSkipVerify: true,
 	})

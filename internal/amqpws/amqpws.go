@@ -27,7 +27,7 @@ const (
 
 // Subprotocols are the subprotocols a server accepts, in its order of
 // preference.
-var Subprotocols = []string{Subprotocol, AltSubprotocol}
+func Subprotocols() []string { return []string{Subprotocol, AltSubprotocol} }
 
 // NetConn returns ws as a net.Conn: writes are sent as binary messages,
 // reads return the bytes of the binary messages received, as one stream.
@@ -57,7 +57,7 @@ func (c *conn) Close() error {
 func Offers(h http.Header) bool {
 	for _, v := range h.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(v, ",") {
-			for _, want := range Subprotocols {
+			for _, want := range Subprotocols() {
 				if strings.EqualFold(strings.TrimSpace(p), want) {
 					return true
 				}
