@@ -85,3 +85,24 @@ func HandlerOptions() *slog.HandlerOptions {
 		return a
 	}}
 }
+
+// Placement is a position in a target string where a parser could take a
+// secret as a password, key or signature: Form holds "%s" where the secret
+// goes, and Stops are the bytes a secret there cannot hold (they end it
+// for every parser).
+type Placement struct{ Form, Stops string }
+
+// Place builds one fuzz case: secret, between markers that keep it from
+// matching the text beside it in an output, put into p between prefix and
+// suffix. It returns the input and the marked secret to look for, and
+// false when the case cannot be checked: an empty secret, one holding a
+// stop, '*' (the mask's own character) or "://", or an input Checkable
+// refuses.
+func Place(p Placement, prefix, secret, suffix string) (input, marked string, ok bool) {
+	if secret == "" || strings.ContainsAny(secret, p.Stops+"*") || strings.Contains(secret, "://") {
+		return "", "", false
+	}
+	marked = "S3x" + secret + "Zq9"
+	input = prefix + strings.Replace(p.Form, "%s", marked, 1) + suffix
+	return input, marked, Checkable(input, marked)
+}
