@@ -412,8 +412,10 @@ func (b *Broker) lost(c *amqpConn, err error) {
 	b.lostAt = time.Now()
 	b.mu.Unlock()
 	attrs = append(attrs, "reconnect", b.cfg.Reconnect.String())
-	b.log.Log(context.Background(), level, "connection closed by peer", attrs...)
+	// The state first: whoever reads the log line then sees the state it
+	// reports.
 	b.state.Set(broker.StateReconnecting, wrapErr("connection", b.cfg.Namespace, err))
+	b.log.Log(context.Background(), level, "connection closed by peer", attrs...)
 	if b.cfg.Reconnect == ReconnectEager {
 		b.wg.Go(b.reconnectEagerly)
 	}
