@@ -483,6 +483,8 @@ func (b *Broker) getConn(ctx context.Context) (*amqpConn, error) {
 		b.wg.Add(1)
 		b.mu.Unlock()
 		go c.supervise()
+		// The state first, as in lost: a reader of the log line sees it.
+		b.state.Set(broker.StateConnected, nil)
 		if gen > 1 {
 			attrs := []any{"conn", gen, "attempt", attempt, "elapsed", time.Since(start)}
 			if !lostAt.IsZero() {
@@ -490,7 +492,6 @@ func (b *Broker) getConn(ctx context.Context) (*amqpConn, error) {
 			}
 			b.log.Info("reconnected", attrs...)
 		}
-		b.state.Set(broker.StateConnected, nil)
 		return c, nil
 	})
 }
