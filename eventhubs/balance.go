@@ -81,10 +81,10 @@ func (b *Broker) subscribeBalanced(ctx context.Context, s *subscription, o Balan
 		zero := int64(0) // the SDK Processor's owner level
 		s.epoch = &zero
 	}
-	if !b.enter() {
+	if !b.gate.Enter() {
 		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
 	}
-	defer b.leave()
+	defer b.gate.Leave()
 	b.noteHub(s.hub)
 	start := time.Now()
 	props, err := b.HubProperties(ctx, s.hub)
@@ -95,14 +95,10 @@ func (b *Broker) subscribeBalanced(ctx context.Context, s *subscription, o Balan
 	bal := newBalancer(s, o.store, opts, props.PartitionIDs)
 	s.bal = bal
 
-	b.mu.Lock()
-	if b.isClosing() {
-		b.mu.Unlock()
-		s.abandon()
+	if !b.gate.Track(s.Subscription) {
+		s.abandon(broker.ErrClosed)
 		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
 	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
 	s.start()
 
 	select {
@@ -110,9 +106,9 @@ func (b *Broker) subscribeBalanced(ctx context.Context, s *subscription, o Balan
 	case <-ctx.Done(): // the subscription stops itself (its ctx ended)
 		return fail(ctx.Err())
 	}
-	if s.isStopping() { // a fatal error in the first round, or the Broker closing
+	if s.IsStopping() { // a fatal error in the first round, or the Broker closing
 		select {
-		case <-s.done:
+		case <-s.Done():
 		case <-ctx.Done():
 			return fail(ctx.Err())
 		}
@@ -238,7 +234,6 @@ func (bl *balancer) jitter(d time.Duration) time.Duration {
 // ends; at stop, the final checkpoints and the relinquishing.
 func (bl *balancer) run() {
 	s := bl.s
-	defer s.wg.Done()
 	bl.first = true
 	bl.round()
 	bl.first = false
@@ -248,9 +243,9 @@ func (bl *balancer) run() {
 	defer roundT.Stop()
 	cpT := time.NewTicker(bl.o.CheckpointInterval)
 	defer cpT.Stop()
-	for !s.isStopping() {
+	for !s.IsStopping() {
 		select {
-		case <-s.stopping:
+		case <-s.Stopping():
 		case <-roundT.C:
 			bl.round()
 			roundT.Reset(bl.jitter(bl.o.UpdateInterval))
@@ -259,7 +254,7 @@ func (bl *balancer) run() {
 		case <-bl.cp.kick:
 			bl.flush("batch")
 		case h := <-bl.exited:
-			bl.ended(s.recvCtx, h)
+			bl.ended(s.StopContext(), h)
 		}
 	}
 	bl.shutdown()
@@ -268,7 +263,7 @@ func (bl *balancer) run() {
 // opCtx bounds store calls during normal operation: StoreTimeout, and
 // the subscription's stop.
 func (bl *balancer) opCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(bl.s.recvCtx, bl.o.StoreTimeout)
+	return context.WithTimeout(bl.s.StopContext(), bl.o.StoreTimeout)
 }
 
 func (bl *balancer) flush(why string) {
@@ -280,12 +275,12 @@ func (bl *balancer) flush(why string) {
 // storeFailed logs a failed store call; a fatal one in the first round
 // ends the subscription.
 func (bl *balancer) storeFailed(op string, err error) {
-	if bl.s.isStopping() {
+	if bl.s.IsStopping() {
 		return
 	}
 	if bl.first && !broker.IsRetryable(err) && !errors.Is(err, context.DeadlineExceeded) {
 		bl.log.Error("checkpoint store failed", "op", op, "err", err)
-		bl.s.stop(fmt.Errorf("eventhubs: load balancing: %s: %w", op, err))
+		bl.s.Stop(fmt.Errorf("eventhubs: load balancing: %s: %w", op, err))
 		return
 	}
 	bl.log.Warn("checkpoint store failed; keeping the partitions held, retrying next interval", "op", op, "err", err)
@@ -491,7 +486,7 @@ func (bl *balancer) startPartition(ctx context.Context, c candidate, cp *checkpo
 	if err != nil {
 		return err
 	}
-	pctx, cancel := context.WithCancel(s.recvCtx)
+	pctx, cancel := context.WithCancel(s.StopContext())
 	h := &heldPartition{id: id, own: c.o, claimed: true, cancel: cancel}
 	p := &partitionReceiver{s: s, id: id, name: s.name + "-" + id, ctx: pctx, start: sel}
 	p.acked = func(m *broker.Message) { bl.cp.ack(id, m.Metadata.SequenceNumber, m.Metadata.Offset) }
@@ -506,11 +501,10 @@ func (bl *balancer) startPartition(ctx context.Context, c candidate, cp *checkpo
 		msg = "partition stolen from a member above its share"
 	}
 	bl.log.Info(msg, "partition", id, "kind", string(c.kind), "previous_owner", c.from, "start", from, "selector", sel)
-	s.wg.Add(1)
-	go func() {
+	s.Go(func() {
 		p.run()
 		bl.exited <- h // buffered for every partition: never blocks
-	}()
+	})
 	return nil
 }
 

@@ -15,8 +15,8 @@ func (bl *balancer) shutdown() {
 	defer bl.readyOnce.Do(func() { close(bl.ready) })
 	ctx, cancel := context.WithTimeout(context.Background(), bl.o.CloseTimeout)
 	defer cancel()
-	if bl.s.handlerCtx.Err() == nil {
-		stop := context.AfterFunc(bl.s.handlerCtx, cancel)
+	if hctx := bl.s.HandlerContext(); hctx.Err() == nil {
+		stop := context.AfterFunc(hctx, cancel)
 		defer stop()
 	}
 	for _, h := range bl.held {

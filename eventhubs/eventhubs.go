@@ -2,6 +2,7 @@ package eventhubs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -22,7 +23,7 @@ type Broker struct {
 	log   *slog.Logger
 	state *driver.StateTracker
 
-	closing chan struct{}   // closed when Close starts: no new work
+	gate    *driver.Gate    // calls, subscriptions and the start of Close
 	deadCtx context.Context // cancelled when Close tears down
 	kill    context.CancelFunc
 	dead    <-chan struct{} // deadCtx.Done()
@@ -37,9 +38,6 @@ type Broker struct {
 	dying    bool // set (with conns snapshot) before dead is closed
 	conns    map[*amqpConn]struct{}
 	senders  map[string]*slot[*senderLink]
-	subs     map[*subscription]struct{}
-	active   int           // running Publish and Subscribe calls
-	drained  chan struct{} // closed when active drops to 0 during Close
 	lostAt   time.Time
 	attempts int // connection attempts since the last success
 	lastHub  string
@@ -80,13 +78,12 @@ func OpenConfig(ctx context.Context, cfg Config) (*Broker, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("broker", "eventhubs", "name", cfg.Name, "namespace", cfg.Namespace),
 		state:   driver.NewStateTracker(broker.StateConnecting),
-		closing: make(chan struct{}),
+		gate:    driver.NewGate(),
 		deadCtx: deadCtx,
 		kill:    kill,
 		dead:    deadCtx.Done(),
 		conns:   make(map[*amqpConn]struct{}),
 		senders: make(map[string]*slot[*senderLink]),
-		subs:    make(map[*subscription]struct{}),
 	}
 	b.maxMsg.Store(int64(cfg.MaxMessageSize))
 	b.overhead = batchOverhead()
@@ -154,14 +151,7 @@ func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
 // life is the instance's lifetime, under which shared state is built.
 func (b *Broker) life() lifetime { return lifetime{b.deadCtx, &b.wg} }
 
-func (b *Broker) isClosing() bool {
-	select {
-	case <-b.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (b *Broker) isClosing() bool { return b.gate.IsClosing() }
 
 func (b *Broker) isDead() bool {
 	select {
@@ -169,27 +159,6 @@ func (b *Broker) isDead() bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// enter registers a running call; false once Close has begun.
-func (b *Broker) enter() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.isClosing() {
-		return false
-	}
-	b.active++
-	return true
-}
-
-func (b *Broker) leave() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.active--
-	if b.active == 0 && b.drained != nil {
-		close(b.drained)
-		b.drained = nil
 	}
 }
 
@@ -229,43 +198,12 @@ func (b *Broker) sleep(ctx context.Context, d time.Duration) bool {
 // (resources are released either way; handler contexts are cancelled),
 // and ErrClosed when called again. It touches nothing of other instances.
 func (b *Broker) Close(ctx context.Context) error {
-	b.mu.Lock()
-	if b.isClosing() {
-		b.mu.Unlock()
+	if !b.gate.Close() {
 		return fmt.Errorf("eventhubs: close: %w", broker.ErrClosed)
 	}
-	close(b.closing)
-	var drained chan struct{}
-	if b.active > 0 {
-		drained = make(chan struct{})
-		b.drained = drained
-	}
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
 	b.state.Set(broker.StateClosed, nil)
 	start := time.Now()
-
-	for _, s := range subs {
-		s.stop(fmt.Errorf("eventhubs: subscription: %w", broker.ErrClosed))
-	}
-	var err error
-	for _, s := range subs {
-		if werr := s.wait(ctx); werr != nil && err == nil {
-			err = werr
-		}
-	}
-	if drained != nil {
-		select {
-		case <-drained:
-		case <-ctx.Done():
-			if err == nil {
-				err = fmt.Errorf("publishes still in flight: %w", ctx.Err())
-			}
-		}
-	}
+	_, err := b.gate.Shutdown(ctx, "eventhubs", driver.UntilEnded)
 
 	b.mu.Lock()
 	b.dying = true
@@ -279,8 +217,8 @@ func (b *Broker) Close(ctx context.Context) error {
 	for _, c := range conns {
 		c.shutdown(ctx)
 	}
-	if werr := b.wg.wait(ctx); werr != nil && err == nil {
-		err = fmt.Errorf("internal goroutines still running: %w", werr)
+	if werr := b.wg.wait(ctx); werr != nil {
+		err = errors.Join(err, fmt.Errorf("internal goroutines still running: %w", werr))
 	}
 	if err != nil {
 		b.log.Warn("broker closed before work finished", "err", err, "elapsed", time.Since(start))

@@ -155,10 +155,10 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if err := b.checkSizes(topic, events, int(b.maxMsg.Load())); err != nil {
 		return err
 	}
-	if !b.enter() {
+	if !b.gate.Enter() {
 		return fmt.Errorf("eventhubs: publish: %w", broker.ErrClosed)
 	}
-	defer b.leave()
+	defer b.gate.Leave()
 	b.noteHub(topic)
 
 	pending := events // not known to be accepted, in order

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,10 +126,10 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if bal != nil { // load-balanced member: balance.go
 		return b.subscribeBalanced(ctx, s, *bal)
 	}
-	if !b.enter() {
+	if !b.gate.Enter() {
 		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
 	}
-	defer b.leave()
+	defer b.gate.Leave()
 	b.noteHub(topic)
 	start := time.Now()
 
@@ -150,7 +149,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	s.init(ctx)
 	s.parts = make([]*partitionReceiver, len(ids))
 	for i, id := range ids {
-		s.parts[i] = &partitionReceiver{s: s, id: id, name: s.name + "-" + id, ctx: s.recvCtx}
+		s.parts[i] = &partitionReceiver{s: s, id: id, name: s.name + "-" + id, ctx: s.StopContext()}
 	}
 
 	// Resolve start positions and attach every partition, in parallel.
@@ -161,18 +160,14 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		s.abandon()
-		return nil, fmt.Errorf("eventhubs: subscribe to %q group %q: %w", topic, s.group, firstErr(errs))
+		err = fmt.Errorf("eventhubs: subscribe to %q group %q: %w", topic, s.group, firstErr(errs))
+		s.abandon(err)
+		return nil, err
 	}
-
-	b.mu.Lock()
-	if b.isClosing() {
-		b.mu.Unlock()
-		s.abandon()
+	if !b.gate.Track(s.Subscription) {
+		s.abandon(broker.ErrClosed)
 		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
 	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
 	s.start()
 	b.log.Info("subscribed", "hub", topic, "group", s.group, "partitions", len(ids), "start", cfg.Start.String(),
 		"owner_level", epochString(s.epoch), "prefetch", cfg.Prefetch, "concurrency", cfg.Concurrency, "elapsed", time.Since(start))
@@ -195,8 +190,10 @@ func epochString(e *int64) string {
 	return strconv.FormatInt(*e, 10)
 }
 
-// subscription is a running Subscribe: one goroutine per partition.
+// subscription is a running Subscribe: one goroutine per partition (and,
+// when balanced, the balancer's); the lifecycle is driver.Subscription's.
 type subscription struct {
+	*driver.Subscription
 	b          *Broker
 	hub, group string
 	cfg        broker.SubscribeConfig
@@ -207,96 +204,36 @@ type subscription struct {
 	maxRetries int
 	name       string
 	parts      []*partitionReceiver
-
-	recvCtx        context.Context // cancelled at stop: ends receives and attaches
-	cancelRecv     context.CancelFunc
-	handlerCtx     context.Context // cancelled when Close gives up or the Subscribe ctx ends
-	cancelHandlers context.CancelFunc
-	subscribeCtx   context.Context
-	stopCtxHook    func() bool
-	bal            *balancer // load balancer (balance.go), nil unless Balanced
-
-	sem      chan struct{} // handler calls running at once
-	stopOnce sync.Once
-	stopping chan struct{}
-	done     chan struct{}
-	wg       sync.WaitGroup
+	bal        *balancer     // load balancer (balance.go), nil unless Balanced
+	sem        chan struct{} // handler calls running at once
 
 	mu      sync.Mutex
-	err     error
-	closed  bool
-	running int
+	running int // partitions that have not stopped for good
 }
 
 func (s *subscription) init(ctx context.Context) {
 	s.name = "isobroker-" + randomID()[:8]
-	s.subscribeCtx = ctx
-	s.recvCtx, s.cancelRecv = context.WithCancel(context.Background())
-	s.handlerCtx, s.cancelHandlers = context.WithCancel(ctx)
+	s.Subscription = driver.NewSubscription(ctx, "eventhubs", s.hub, s.b.log)
 	s.sem = make(chan struct{}, s.cfg.Concurrency)
-	s.stopping = make(chan struct{})
-	s.done = make(chan struct{})
 }
 
-// abandon releases the receivers of a Subscribe that failed.
-func (s *subscription) abandon() {
-	s.cancelRecv()
-	s.cancelHandlers()
+// abandon releases the receivers of a Subscribe that failed with cause.
+func (s *subscription) abandon(cause error) {
+	s.Abandon(cause)
 	for _, p := range s.parts {
 		p.closeLink()
 	}
 }
 
 func (s *subscription) start() {
-	s.stopCtxHook = context.AfterFunc(s.subscribeCtx, func() { s.stop(s.subscribeCtx.Err()) })
 	s.running = len(s.parts)
-	s.wg.Add(len(s.parts))
 	for _, p := range s.parts {
-		go p.run()
+		s.Go(p.run)
 	}
 	if s.bal != nil { // the balancer starts partitions as it claims them
-		s.wg.Add(1)
-		go s.bal.run()
+		s.Go(s.bal.run)
 	}
-	go func() {
-		s.wg.Wait()
-		if err := s.subscribeCtx.Err(); err != nil {
-			s.stop(err)
-		}
-		s.stopCtxHook()
-		s.cancelHandlers()
-		s.cancelRecv()
-		s.b.forget(s)
-		close(s.done)
-	}()
-}
-
-func (b *Broker) forget(s *subscription) {
-	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
-}
-
-// stop makes the partitions stop; cause is what Err reports.
-func (s *subscription) stop(cause error) {
-	s.stopOnce.Do(func() {
-		s.mu.Lock()
-		if !s.closed {
-			s.err = cause
-		}
-		s.mu.Unlock()
-		close(s.stopping)
-		s.cancelRecv()
-	})
-}
-
-func (s *subscription) isStopping() bool {
-	select {
-	case <-s.stopping:
-		return true
-	default:
-		return false
-	}
+	s.Start(nil)
 }
 
 // partitionEnded notes a partition that stopped for good (ownership lost)
@@ -307,71 +244,16 @@ func (s *subscription) partitionEnded(err error) {
 	last := s.running == 0
 	s.mu.Unlock()
 	if last {
-		s.stop(fmt.Errorf("eventhubs: subscription to %q: every partition lost: %w", s.hub, err))
+		s.Stop(fmt.Errorf("eventhubs: subscription to %q: every partition lost: %w", s.hub, err))
 	}
 }
 
-// wait waits for the partitions until ctx ends; then it cancels the
-// handlers' contexts and returns ctx's error.
-func (s *subscription) wait(ctx context.Context) error {
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		s.cancelHandlers()
-		return fmt.Errorf("handlers of %q still running: %w", s.hub, ctx.Err())
-	}
-}
-
-// Close stops the receivers at once, waits for running handlers until ctx
-// ends (then cancels their contexts and returns an error wrapping
-// ctx.Err()), and detaches the links. It returns ErrClosed when called
-// again; it never affects other subscriptions.
-func (s *subscription) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return fmt.Errorf("eventhubs: subscription close: %w", broker.ErrClosed)
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.stop(nil)
-	if err := s.wait(ctx); err != nil {
-		return fmt.Errorf("eventhubs: subscription close: %w", err)
-	}
-	return nil
-}
-
-// Done is closed when the subscription has ended.
-func (s *subscription) Done() <-chan struct{} { return s.done }
-
-// Err reports why the subscription ended: nil while it runs or after
-// Close, the Subscribe ctx's error, an error wrapping ErrClosed when the
-// broker closed, one wrapping ErrOwnershipLost when every partition was
-// taken over, or the fatal error that stopped it.
-func (s *subscription) Err() error {
-	select {
-	case <-s.done:
-	default:
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-// call runs the handler once, turning a panic into an error.
-func (s *subscription) call(m *broker.Message, attempt int) (err error) {
+// call runs the handler once on a copy of m.
+func (s *subscription) call(m *broker.Message, attempt int) error {
 	d := clone(m)
 	d.Metadata.Redelivered = attempt > 0
 	d.Metadata.DeliveryCount = attempt
-	defer func() {
-		if r := recover(); r != nil {
-			s.b.log.Error("handler panicked", "hub", s.hub, "group", s.group, "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("eventhubs: handler panicked: %v", r)
-		}
-	}()
-	return s.h(s.handlerCtx, &broker.Delivery{Message: d, Group: s.cfg.Group})
+	return s.Call(s.h, &broker.Delivery{Message: d, Group: s.cfg.Group})
 }
 
 // partitionReceiver reads one partition.
@@ -542,7 +424,6 @@ func (p *partitionReceiver) closeLink() {
 // is lost.
 func (p *partitionReceiver) run() {
 	s := p.s
-	defer s.wg.Done()
 	defer p.closeLink()
 	failures := 0
 	for {
@@ -596,7 +477,7 @@ func (p *partitionReceiver) onError(err error) bool {
 		return false
 	case actFatal:
 		b.log.Error("receiver failed", "source", p.address(), "condition", cond, "err", werr)
-		s.stop(werr)
+		s.Stop(werr)
 		return false
 	case actContext:
 		return false
@@ -664,7 +545,7 @@ func (p *partitionReceiver) reattach(failures int) bool {
 			return false
 		case actFatal:
 			b.log.Error("receiver attach failed", "source", p.address(), "err", werr)
-			s.stop(werr)
+			s.Stop(werr)
 			return false
 		case actReconnect:
 			b.invalidate(c, werr)

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -65,16 +64,15 @@ func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxMessageSiz
 // Broker is the in-memory broker. Create it with New; it is safe for
 // concurrent use.
 type Broker struct {
-	cfg    config
-	log    *slog.Logger
-	state  *driver.StateTracker
-	closed chan struct{} // closed when Close starts
+	cfg   config
+	log   *slog.Logger
+	state *driver.StateTracker
+	gate  *driver.Gate // calls, subscriptions and the start of Close
 
 	mu     sync.Mutex
 	topics map[string]map[string]*queue // topic → queue name → queue
-	subs   map[*subscription]struct{}
-	seq    int64 // last message sequence number
-	nextID int   // private queue names
+	seq    int64                        // last message sequence number
+	nextID int                          // private queue names
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -100,9 +98,8 @@ func New(opts ...Option) (*Broker, error) {
 		cfg:    cfg,
 		log:    log,
 		state:  driver.NewStateTracker(broker.StateConnecting),
-		closed: make(chan struct{}),
+		gate:   driver.NewGate(),
 		topics: make(map[string]map[string]*queue),
-		subs:   make(map[*subscription]struct{}),
 	}
 	b.state.Set(broker.StateConnected, nil)
 	log.Debug("broker open")
@@ -128,21 +125,12 @@ func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
 	return b.state.Watch(ctx)
 }
 
-func (b *Broker) isClosed() bool {
-	select {
-	case <-b.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // Publish copies msgs into every group queue of topic, in order. It waits
 // while a queue is full until ctx ends (returning ctx's error) or the
 // broker closes (ErrClosed). Invalid messages are reported before any is
 // enqueued.
 func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
-	if b.isClosed() {
+	if b.gate.IsClosing() {
 		return fmt.Errorf("mem: publish: %w", broker.ErrClosed)
 	}
 	if err := driver.CheckPublish(topic, msgs, b.cfg.maxMessageSize); err != nil {
@@ -154,7 +142,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	for i, m := range msgs {
 		rec, queues := b.accept(topic, m)
 		for _, q := range queues {
-			if err := q.put(ctx, b.closed, &item{msg: rec, key: rec.Key}); err != nil {
+			if err := q.put(ctx, b.gate.Closing(), &item{msg: rec, key: rec.Key}); err != nil {
 				if err == errStopped {
 					err = broker.ErrClosed
 				}
@@ -190,7 +178,7 @@ func cloneMessage(m *broker.Message) *broker.Message {
 // returns at once. Only StartLatest is supported; other positions and any
 // driver option are rejected with an error naming them.
 func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
-	if b.isClosed() {
+	if b.gate.IsClosing() {
 		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrClosed)
 	}
 	cfg, err := driver.CheckSubscribe(topic, h, false, opts...)
@@ -205,7 +193,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	}
 
 	b.mu.Lock()
-	if b.isClosed() { // Close may have run since the first check
+	if b.gate.IsClosing() { // Close may have begun since the first check
 		b.mu.Unlock()
 		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrClosed)
 	}
@@ -225,7 +213,11 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 		qs[qname] = q
 	}
 	s := newSubscription(ctx, b, topic, qname, q, cfg, h)
-	b.subs[s] = struct{}{}
+	if !b.gate.Track(s.Subscription) { // Close began since the check above
+		b.mu.Unlock()
+		s.Abandon(broker.ErrClosed)
+		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrClosed)
+	}
 	b.mu.Unlock()
 
 	s.start()
@@ -237,7 +229,6 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 func (b *Broker) forget(s *subscription) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.subs, s)
 	if s.q.private {
 		delete(b.topics[s.topic], s.qname)
 		s.q.drop()
@@ -249,28 +240,11 @@ func (b *Broker) forget(s *subscription) {
 // discards queued messages. It returns nil after a clean drain, an error
 // wrapping ctx.Err() otherwise, and ErrClosed when called again.
 func (b *Broker) Close(ctx context.Context) error {
-	b.mu.Lock()
-	if b.isClosed() {
-		b.mu.Unlock()
+	if !b.gate.Close() {
 		return fmt.Errorf("mem: close: %w", broker.ErrClosed)
 	}
-	close(b.closed)
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
 	b.state.Set(broker.StateClosed, nil)
-
-	for _, s := range subs {
-		s.stop(broker.ErrClosed)
-	}
-	var err error
-	for _, s := range subs {
-		if werr := s.wait(ctx); werr != nil && err == nil {
-			err = werr
-		}
-	}
+	subs, err := b.gate.Shutdown(ctx, "mem", driver.UntilEnded)
 	b.mu.Lock()
 	for _, qs := range b.topics {
 		for _, q := range qs {
@@ -280,81 +254,41 @@ func (b *Broker) Close(ctx context.Context) error {
 	b.topics = nil
 	b.mu.Unlock()
 	if err != nil {
-		b.log.Warn("broker closed before handlers finished", "err", err)
+		b.log.Warn("broker closed before handlers finished", "subscriptions", len(subs), "err", err)
 		return fmt.Errorf("mem: close: %w", err)
 	}
-	b.log.Debug("broker closed")
+	b.log.Debug("broker closed", "subscriptions", len(subs))
 	return nil
 }
 
-// subscription runs cfg.Concurrency workers taking from q.
+// subscription runs cfg.Concurrency workers taking from q; the lifecycle
+// is driver.Subscription's.
 type subscription struct {
+	*driver.Subscription
 	b            *Broker
 	topic, qname string
 	q            *queue
 	cfg          broker.SubscribeConfig
 	h            broker.Handler
-
-	subscribeCtx   context.Context
-	handlerCtx     context.Context // cancelled when Close gives up or the Subscribe ctx ends
-	cancelHandlers context.CancelFunc
-	stopCtxHook    func() bool
-
-	stopOnce sync.Once
-	stopping chan struct{} // closed: take no more messages
-	done     chan struct{} // closed when every worker has returned
-	wg       sync.WaitGroup
-
-	mu     sync.Mutex
-	err    error
-	closed bool // Close was called
 }
 
 func newSubscription(ctx context.Context, b *Broker, topic, qname string, q *queue, cfg broker.SubscribeConfig, h broker.Handler) *subscription {
-	hctx, cancel := context.WithCancel(ctx)
-	s := &subscription{
-		b: b, topic: topic, qname: qname, q: q, cfg: cfg, h: h,
-		subscribeCtx: ctx, handlerCtx: hctx, cancelHandlers: cancel,
-		stopping: make(chan struct{}),
-		done:     make(chan struct{}),
+	return &subscription{
+		Subscription: driver.NewSubscription(ctx, "mem", topic, b.log),
+		b:            b, topic: topic, qname: qname, q: q, cfg: cfg, h: h,
 	}
-	s.stopCtxHook = context.AfterFunc(ctx, func() { s.stop(ctx.Err()) })
-	return s
 }
 
 func (s *subscription) start() {
-	s.wg.Add(s.cfg.Concurrency)
 	for range s.cfg.Concurrency {
-		go s.work()
+		s.Go(s.work)
 	}
-	go func() {
-		s.wg.Wait()
-		if err := s.subscribeCtx.Err(); err != nil {
-			s.stop(err) // workers may see the ctx before the AfterFunc runs
-		}
-		s.stopCtxHook()
-		s.cancelHandlers()
-		s.b.forget(s)
-		close(s.done)
-	}()
-}
-
-// stop makes the workers take no more messages; cause is reported by Err.
-func (s *subscription) stop(cause error) {
-	s.stopOnce.Do(func() {
-		s.mu.Lock()
-		if !s.closed {
-			s.err = cause
-		}
-		s.mu.Unlock()
-		close(s.stopping)
-	})
+	s.Start(func() { s.b.forget(s) })
 }
 
 func (s *subscription) work() {
-	defer s.wg.Done()
 	for {
-		it := s.q.take(s.handlerCtx, s.stopping)
+		it := s.q.take(s.HandlerContext(), s.Stopping())
 		if it == nil {
 			return
 		}
@@ -366,60 +300,10 @@ func (s *subscription) work() {
 	}
 }
 
-// handle runs the handler on a clone of the item's message, turning a panic
-// into an error.
-func (s *subscription) handle(it *item) (err error) {
+// handle runs the handler on a clone of the item's message.
+func (s *subscription) handle(it *item) error {
 	m := cloneMessage(it.msg)
 	m.Metadata.Redelivered = it.count > 0
 	m.Metadata.DeliveryCount = it.count
-	defer func() {
-		if r := recover(); r != nil {
-			s.b.log.Error("handler panicked", "topic", s.topic, "group", s.cfg.Group, "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("mem: handler panicked: %v", r)
-		}
-	}()
-	return s.h(s.handlerCtx, &broker.Delivery{Message: m, Group: s.cfg.Group})
-}
-
-// wait waits for the workers until ctx ends; then it cancels the handlers'
-// contexts and returns ctx's error.
-func (s *subscription) wait(ctx context.Context) error {
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		s.cancelHandlers()
-		return fmt.Errorf("handlers of %q still running: %w", s.topic, ctx.Err())
-	}
-}
-
-// Close implements broker.Subscription.
-func (s *subscription) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return fmt.Errorf("mem: subscription close: %w", broker.ErrClosed)
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.stop(nil)
-	if err := s.wait(ctx); err != nil {
-		return fmt.Errorf("mem: subscription close: %w", err)
-	}
-	return nil
-}
-
-// Done implements broker.Subscription.
-func (s *subscription) Done() <-chan struct{} { return s.done }
-
-// Err implements broker.Subscription.
-func (s *subscription) Err() error {
-	select {
-	case <-s.done:
-	default:
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
+	return s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group})
 }

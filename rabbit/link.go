@@ -85,7 +85,7 @@ func (l *link) session(ctx context.Context) (*session, error) {
 		}
 		select {
 		case <-ready:
-		case <-l.b.closing:
+		case <-l.b.gate.Closing():
 			return nil, broker.ErrClosed
 		case <-ctx.Done():
 			if last != nil {

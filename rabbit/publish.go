@@ -274,10 +274,10 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if len(msgs) == 0 {
 		return nil
 	}
-	if !b.enter() {
+	if !b.gate.Enter() {
 		return fmt.Errorf("rabbit: publish: %w", broker.ErrClosed)
 	}
-	defer b.leave()
+	defer b.gate.Leave()
 
 	bt := b.newBatch(ctx, topic, msgs)
 	defer bt.recycle(b)

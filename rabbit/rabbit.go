@@ -32,7 +32,6 @@ package rabbit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -51,9 +50,9 @@ type Broker struct {
 	log   *slog.Logger
 	state *driver.StateTracker
 
+	gate       *driver.Gate    // calls, subscriptions and the start of Close
 	lifeCtx    context.Context // cancelled when Close tears down
 	lifeCancel context.CancelFunc
-	closing    chan struct{} // closed when Close starts
 	killed     chan struct{} // closed when Close tears the connections down
 	wg         sync.WaitGroup
 
@@ -64,12 +63,8 @@ type Broker struct {
 
 	stateMu sync.Mutex // serializes updateState
 
-	mu       sync.Mutex
-	closed   bool
-	sub      *link
-	subs     map[*subscription]struct{}
-	inflight int
-	idle     chan struct{} // closed when inflight drops to 0 during Close
+	mu  sync.Mutex
+	sub *link
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -90,12 +85,11 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("rabbit: open: %w", err)
 	}
 	b := &Broker{
-		cfg:     r,
-		log:     r.Logger.With("broker", "rabbit", "name", r.Name),
-		state:   driver.NewStateTracker(broker.StateConnecting),
-		closing: make(chan struct{}),
-		killed:  make(chan struct{}),
-		subs:    make(map[*subscription]struct{}),
+		cfg:    r,
+		log:    r.Logger.With("broker", "rabbit", "name", r.Name),
+		state:  driver.NewStateTracker(broker.StateConnecting),
+		gate:   driver.NewGate(),
+		killed: make(chan struct{}),
 	}
 	b.lifeCtx, b.lifeCancel = context.WithCancel(context.Background())
 	b.pub = newLink(b, rolePublish)
@@ -180,14 +174,7 @@ func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
 	return b.state.Watch(ctx)
 }
 
-func (b *Broker) isClosing() bool {
-	select {
-	case <-b.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (b *Broker) isClosing() bool { return b.gate.IsClosing() }
 
 // updateState recomputes the state from the links and publishes it, both
 // under stateMu, so that a later computation is never overtaken by an
@@ -214,27 +201,6 @@ func (b *Broker) updateState(cause error) {
 	}
 }
 
-// enter registers an in-flight Publish; false after Close started.
-func (b *Broker) enter() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return false
-	}
-	b.inflight++
-	return true
-}
-
-func (b *Broker) leave() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.inflight--
-	if b.inflight == 0 && b.idle != nil {
-		close(b.idle)
-		b.idle = nil
-	}
-}
-
 // consumeLinkLocked returns the link subscriptions use, creating it (and
 // its supervisor, which dials) on first use. The caller holds b.mu and has
 // checked that the broker is not closed.
@@ -256,36 +222,19 @@ func (b *Broker) consumeLinkLocked() *link {
 // goroutine of the instance outlives it, except a handler that ignores its
 // cancelled context (its worker ends when it returns).
 func (b *Broker) Close(ctx context.Context) error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if !b.gate.Close() {
 		return fmt.Errorf("rabbit: close: %w", broker.ErrClosed)
 	}
-	b.closed = true
-	close(b.closing)
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
 	begin := time.Now()
 	b.stateMu.Lock() // no updateState publishes after closed
 	b.state.Set(broker.StateClosed, nil)
 	b.stateMu.Unlock()
-	b.log.Info("rabbit: closing", "subscriptions", len(subs))
+	b.log.Info("rabbit: closing")
 
-	var errs []error
-	for _, s := range subs {
-		s.stop(broker.ErrClosed)
-	}
-	for _, s := range subs {
-		if err := s.waitHandlers(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := b.waitPublishes(ctx); err != nil {
-		errs = append(errs, err)
-	}
+	// Stop the subscriptions and wait for their handlers (which then ack)
+	// and for in-flight publishes; a consumer's goroutines end once its
+	// connection is closed below.
+	subs, err := b.gate.Shutdown(ctx, "rabbit", driver.UntilHandlersIdle)
 
 	// Tear down: stop the supervisors, then close the connections by the
 	// deadline whatever the server does.
@@ -312,32 +261,12 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 	b.wg.Wait()
 	for _, s := range subs {
-		s.waitRunnerAfterKill(ctx)
+		s.WaitEnded(ctx)
 	}
-	if len(errs) > 0 {
-		err := errors.Join(errs...)
+	if err != nil {
 		b.log.Warn("rabbit: closed before in-flight work finished", "took", time.Since(begin).Round(time.Millisecond), "err", err)
 		return fmt.Errorf("rabbit: close: %w", err)
 	}
 	b.log.Info("rabbit: closed", "took", time.Since(begin).Round(time.Millisecond))
 	return nil
-}
-
-// waitPublishes waits until no Publish is in flight or ctx ends.
-func (b *Broker) waitPublishes(ctx context.Context) error {
-	b.mu.Lock()
-	if b.inflight == 0 {
-		b.mu.Unlock()
-		return nil
-	}
-	ch := make(chan struct{})
-	b.idle = ch
-	n := b.inflight
-	b.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%d publish call(s) still waiting for confirms: %w", n, ctx.Err())
-	}
 }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -28,7 +26,10 @@ type BindingKeys []string
 // subscription uses, instead of "<topic>.<group>". It requires a group.
 type QueueName string
 
+// subscription is one consumer, re-established on every connection; the
+// lifecycle is driver.Subscription's.
 type subscription struct {
+	*driver.Subscription
 	b     *Broker
 	l     *link
 	log   *slog.Logger
@@ -38,21 +39,7 @@ type subscription struct {
 	cfg   broker.SubscribeConfig
 	h     broker.Handler
 
-	handlerCtx     context.Context // cancelled when Close gives up or the Subscribe ctx ends
-	cancelHandlers context.CancelFunc
-	stopCtx        context.Context // cancelled by stop: aborts waits of the runner
-	stopCancel     context.CancelFunc
-	stopHook       func() bool
-
-	established chan error    // the first setup's outcome (buffered)
-	done        chan struct{} // closed when the runner has returned
-
-	mu         sync.Mutex
-	stopping   bool
-	active     int           // handlers running
-	idle       chan struct{} // closed once stopping and active == 0
-	err        error
-	userClosed bool
+	established chan error // the first setup's outcome (buffered)
 }
 
 // Subscribe declares topic's exchange (durable, type topic) and the
@@ -116,38 +103,34 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
 
+	log := b.log.With("topic", topic, "group", cfg.Group)
 	s := &subscription{
-		b: b, topic: topic, queue: queue, keys: keys, cfg: cfg, h: h,
-		log:         b.log.With("topic", topic, "group", cfg.Group),
+		Subscription: driver.NewSubscription(ctx, "rabbit", topic, log),
+		b:            b, topic: topic, queue: queue, keys: keys, cfg: cfg, h: h,
+		log:         log,
 		established: make(chan error, 1),
-		done:        make(chan struct{}),
-		idle:        make(chan struct{}),
 	}
-	s.handlerCtx, s.cancelHandlers = context.WithCancel(ctx)
-	s.stopCtx, s.stopCancel = context.WithCancel(context.Background())
 
 	b.mu.Lock()
-	if b.closed {
+	if !b.gate.Track(s.Subscription) {
 		b.mu.Unlock()
-		s.cancelHandlers()
-		s.stopCancel()
+		s.Abandon(broker.ErrClosed)
 		return nil, fmt.Errorf("rabbit: subscribe: %w", broker.ErrClosed)
 	}
-	b.subs[s] = struct{}{}
 	s.l = b.consumeLinkLocked()
 	b.mu.Unlock()
-	s.stopHook = context.AfterFunc(ctx, func() { s.stop(ctx.Err()) })
-	go s.run()
+	s.Go(s.run)
+	s.Start(nil)
 
 	select {
 	case err := <-s.established:
 		if err != nil {
-			s.stop(err)
+			s.Stop(err)
 			return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 		}
 		return s, nil
 	case <-ctx.Done():
-		s.stop(ctx.Err())
+		s.Stop(ctx.Err())
 		if !s.l.connected() {
 			if last := s.l.lastError(); last != nil {
 				return nil, fmt.Errorf("rabbit: subscribe to %q: %w while the connection is down (last error: %v): %w",
@@ -155,51 +138,18 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 			}
 		}
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, ctx.Err())
-	case <-b.closing:
+	case <-b.gate.Closing():
 		return nil, fmt.Errorf("rabbit: subscribe: %w", broker.ErrClosed)
 	}
-}
-
-// stop makes the subscription take no more messages and its runner wind
-// down; cause is what Err reports (unless the user closed it).
-func (s *subscription) stop(cause error) {
-	s.mu.Lock()
-	if s.stopping {
-		s.mu.Unlock()
-		return
-	}
-	s.stopping = true
-	if !s.userClosed {
-		s.err = cause
-	}
-	if s.active == 0 {
-		close(s.idle)
-	}
-	s.mu.Unlock()
-	s.stopCancel()
-}
-
-func (s *subscription) isStopping() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stopping
 }
 
 // run establishes the consumer and re-establishes it after connection or
 // channel loss, until stopped.
 func (s *subscription) run() {
-	defer close(s.done)
-	defer func() {
-		s.stopHook()
-		s.cancelHandlers()
-		s.b.mu.Lock()
-		delete(s.b.subs, s)
-		s.b.mu.Unlock()
-	}()
 	first := true
 	delay := s.b.cfg.ReconnectInitial
 	for {
-		sess, err := s.l.session(s.stopCtx)
+		sess, err := s.l.session(s.StopContext())
 		if err != nil {
 			return // stopped or broker closing
 		}
@@ -208,7 +158,7 @@ func (s *subscription) run() {
 			first = false
 			delay = s.b.cfg.ReconnectInitial
 		}
-		if s.isStopping() {
+		if s.IsStopping() {
 			return
 		}
 		if err == nil || sess.isDead() {
@@ -222,7 +172,7 @@ func (s *subscription) run() {
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
-		case <-s.stopCtx.Done():
+		case <-s.Stopping():
 			t.Stop()
 			return
 		}
@@ -296,14 +246,14 @@ func (s *subscription) consume(sess *session, first bool) (established bool, err
 	case <-workersDone:
 		// The channel or connection closed, or the server cancelled the
 		// consumer (queue deleted): the caller re-establishes.
-		if !s.isStopping() {
+		if !s.IsStopping() {
 			s.log.Warn("rabbit: consumer ended", "queue", q.Name, "connection_alive", !sess.isDead())
 		}
-	case <-s.stopCtx.Done():
+	case <-s.Stopping():
 		// Let running handlers finish (and ack) before closing the
 		// channel, which requeues everything unacknowledged.
 		select {
-		case <-s.idle:
+		case <-s.HandlersIdle():
 		case <-workersDone:
 		}
 		_ = ch.Close()
@@ -318,13 +268,9 @@ func (s *subscription) consume(sess *session, first bool) (established bool, err
 // requeues them.
 func (s *subscription) work(deliveries <-chan amqp.Delivery) {
 	for d := range deliveries {
-		s.mu.Lock()
-		if s.stopping {
-			s.mu.Unlock()
+		if !s.Begin() {
 			continue
 		}
-		s.active++
-		s.mu.Unlock()
 
 		err := s.handle(&d)
 		if err == nil {
@@ -337,18 +283,12 @@ func (s *subscription) work(deliveries <-chan amqp.Delivery) {
 				s.log.Debug("rabbit: nack failed; the message will be redelivered", "err", nerr)
 			}
 		}
-
-		s.mu.Lock()
-		s.active--
-		if s.stopping && s.active == 0 {
-			close(s.idle)
-		}
-		s.mu.Unlock()
+		s.End()
 	}
 }
 
-// handle runs the handler on d, turning a panic into an error.
-func (s *subscription) handle(d *amqp.Delivery) (err error) {
+// handle runs the handler on d.
+func (s *subscription) handle(d *amqp.Delivery) error {
 	m := &broker.Message{
 		ID:          d.MessageId,
 		Key:         d.RoutingKey,
@@ -381,90 +321,11 @@ func (s *subscription) handle(d *amqp.Delivery) (err error) {
 			}
 		}
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("rabbit: handler panicked", "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("rabbit: handler panicked: %v", r)
-		}
-	}()
-	return s.h(s.handlerCtx, &broker.Delivery{Message: m, Group: s.cfg.Group})
+	return s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group})
 }
 
 func consumerTag() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return "isobroker-" + hex.EncodeToString(b[:])
-}
-
-// waitHandlers waits until no handler runs (after stop) or ctx ends; then
-// it cancels the handlers' contexts.
-func (s *subscription) waitHandlers(ctx context.Context) error {
-	select {
-	case <-s.idle:
-		return nil
-	case <-ctx.Done():
-		s.cancelHandlers()
-		return fmt.Errorf("handlers of %q still running: %w", s.topic, ctx.Err())
-	}
-}
-
-// waitRunnerAfterKill waits for the runner once the connections are
-// gone, when nothing but a handler can hold it: until it returns, or, once
-// ctx has ended, only if no handler is still running (a handler that
-// ignores its cancelled ctx is the one thing Close does not wait for).
-func (s *subscription) waitRunnerAfterKill(ctx context.Context) {
-	select {
-	case <-s.done:
-		return
-	case <-ctx.Done():
-	}
-	select {
-	case <-s.idle:
-		<-s.done // every amqp091 call fails at once on a closed connection
-	default:
-	}
-}
-
-// Close stops delivery, waits for running handlers (which then ack) until
-// ctx ends, closes the consumer channel (requeueing anything
-// unacknowledged) and returns nil; or an error wrapping ctx.Err() when ctx
-// ended first, after cancelling the handlers' contexts. It never affects
-// other subscriptions. Calling it again returns ErrClosed.
-func (s *subscription) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.userClosed {
-		s.mu.Unlock()
-		return fmt.Errorf("rabbit: subscription close: %w", broker.ErrClosed)
-	}
-	s.userClosed = true
-	if s.stopping && errors.Is(s.err, broker.ErrClosed) {
-		s.err = nil
-	}
-	s.mu.Unlock()
-	s.stop(nil)
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		s.cancelHandlers()
-		return fmt.Errorf("rabbit: subscription close: %w", ctx.Err())
-	}
-}
-
-// Done is closed when the subscription has ended for any reason and its
-// handlers have returned.
-func (s *subscription) Done() <-chan struct{} { return s.done }
-
-// Err is nil while the subscription runs or after Close; ctx.Err() when
-// its Subscribe context ended; ErrClosed when the broker closed; or the
-// error that stopped it.
-func (s *subscription) Err() error {
-	select {
-	case <-s.done:
-	default:
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
 }
