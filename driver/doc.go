@@ -4,6 +4,12 @@
 // adapter runs before sending anything (CheckPublish, CheckSubscribe,
 // NewSubscribeConfig, PrefetchOr), the state tracker behind
 // Broker.State and WatchState (StateTracker), and the marks that decide
-// broker.IsRetryable (MarkRetryable, MarkFatal). An adapter passes
-// brokertest.Run to show it keeps the contract.
+// broker.IsRetryable (MarkRetryable, MarkFatal); and the lifecycle the
+// contract asks of every adapter, written once: Gate admits calls,
+// tracks subscriptions and carries out the shared middle of Close;
+// Subscription, embedded in each adapter's subscription, stops once,
+// reports Done and Err, runs handlers under their context and turns
+// panics into errors. What differs per broker (connections, settlement,
+// recovery) stays in the adapter. An adapter passes brokertest.Run to
+// show it keeps the contract.
 package driver

@@ -55,7 +55,10 @@ type subscription struct {
 // the subscription redeclares its topology and resumes consuming on the
 // recovered connection (a private queue is new then: messages published
 // meanwhile are not delivered to it). It ends when the Subscription is
-// closed, ctx ends, or the Broker closes. Driver options: BindingKeys,
+// closed, ctx ends, or the Broker closes; the Subscription's Close waits
+// for running handlers (which then ack) by its ctx, then closes the
+// consumer channel, which requeues every message delivered and not yet
+// acknowledged. Driver options: BindingKeys,
 // QueueName. StartAt other than broker.Latest() is ErrUnsupported.
 func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
 	if b.isClosing() {
