@@ -88,6 +88,10 @@ func (b *Broker) hubOrDefault(hub string) (string, error) {
 
 // withRetry runs op on the live connection, retrying retryable failures
 // with backoff within Config.Retry and ctx.
+//
+// The bounded retry loops (this one and Publish's) share retryDelay; the
+// unbounded ones (a receiver's re-attach, the eager reconnect) use backoff
+// directly.
 func (b *Broker) withRetry(ctx context.Context, opName, entity string, op func(context.Context, *amqpConn) error) error {
 	if b.isClosing() {
 		return fmt.Errorf("eventhubs: %s: %w", opName, broker.ErrClosed)
@@ -105,18 +109,12 @@ func (b *Broker) withRetry(ctx context.Context, opName, entity string, op func(c
 		}
 		err = wrapErr(opName, entity, err)
 		act, _ := classify(err)
-		switch act {
-		case actContext, actFatal, actStolen:
-			return err
-		case actReconnect:
+		if act == actReconnect {
 			b.invalidate(c, err)
 		}
-		if attempt >= b.cfg.Retry.MaxAttempts {
+		delay, again := b.retryDelay(attempt, act)
+		if !again {
 			return err
-		}
-		delay := b.backoff(attempt + 1)
-		if attempt == 0 && act != actRetry {
-			delay = 0 // a lost connection or link is rebuilt at once
 		}
 		b.log.Debug("retrying", "op", opName, "entity", entity, "attempt", attempt+1, "action", act.String(), "delay", delay, "err", err)
 		if !b.sleep(ctx, delay) {
@@ -126,6 +124,26 @@ func (b *Broker) withRetry(ctx context.Context, opName, entity string, op func(c
 			return fmt.Errorf("eventhubs: %s %q: %w", opName, entity, broker.ErrClosed)
 		}
 	}
+}
+
+// retryDelay decides what follows failed attempt (0-based) of a bounded
+// operation whose error classify mapped to act: no retry (false) for
+// fatal, ownership and context errors and once Config.Retry.MaxAttempts
+// retries have run; otherwise the wait before the next attempt — none
+// before the first retry after a lost connection or link, which is
+// rebuilt at once, the backoff otherwise.
+func (b *Broker) retryDelay(attempt int, act action) (time.Duration, bool) {
+	switch act {
+	case actContext, actFatal, actStolen:
+		return 0, false
+	}
+	if attempt >= b.cfg.Retry.MaxAttempts {
+		return 0, false
+	}
+	if attempt == 0 && act != actRetry {
+		return 0, true
+	}
+	return b.backoff(attempt + 1), true
 }
 
 // mgmtRequest sends a READ to $management and returns the reply's map.

@@ -176,12 +176,9 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 		}
 		err = wrapErr("publish", topic, err)
 		act, _ := classify(err)
-		if act == actFatal || act == actStolen || act == actContext || attempt >= b.cfg.Retry.MaxAttempts {
+		delay, again := b.retryDelay(attempt, act)
+		if !again {
 			return fmt.Errorf("eventhubs: publish to %q: %d of %d events not confirmed: %w", topic, len(pending), len(events), err)
-		}
-		delay := b.backoff(attempt + 1)
-		if attempt == 0 && act != actRetry {
-			delay = 0
 		}
 		b.log.Info("publish retrying", "hub", topic, "attempt", attempt+1, "action", act.String(), "delay", delay, "pending", len(pending), "err", err)
 		if !b.sleep(ctx, delay) {
