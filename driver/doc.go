@@ -3,8 +3,10 @@
 // needed to publish or subscribe: it holds the argument checks every
 // adapter runs before sending anything (CheckPublish, CheckSubscribe,
 // NewSubscribeConfig, PrefetchOr), the state tracker behind
-// Broker.State and WatchState (StateTracker), and the marks that decide
-// broker.IsRetryable (MarkRetryable, MarkFatal); and the lifecycle the
+// Broker.State and WatchState (StateTracker), the marks that decide
+// broker.IsRetryable (MarkRetryable, MarkFatal), the one backoff every
+// adapter applies (ResolveBackoff, BackoffDelay), OpenConfig, the
+// settings a registry hands to an adapter's Opener; and the lifecycle the
 // contract asks of every adapter, written once: Gate admits calls,
 // tracks subscriptions and carries out the shared middle of Close;
 // Subscription, embedded in each adapter's subscription, stops once,
