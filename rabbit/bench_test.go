@@ -269,7 +269,7 @@ func BenchmarkRecovery(b *testing.B) {
 	}
 	fresh /= freshRuns
 
-	br := open(b, px.url, rabbit.WithConfig(func(c *rabbit.Config) { c.ReconnectInitial = 10 * time.Millisecond }))
+	br := open(b, px.url, rabbit.WithBackoff(broker.Backoff{Initial: 10 * time.Millisecond}))
 	if err := br.Publish(ctx, topic, msg); err != nil {
 		b.Fatal(err)
 	}

@@ -15,13 +15,14 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 	"github.com/isobroker/broker/internal/redact"
 )
 
 // Defaults for Config.
 const (
 	// DefaultDialTimeout bounds one connection attempt: TCP, TLS and the
-	// AMQP handshake.
+	// AMQP handshake (Config.DialTimeout).
 	DefaultDialTimeout = 10 * time.Second
 	// DefaultWriteTimeout bounds every socket write. A write that cannot
 	// complete in time (a peer that stopped reading) fails, and the
@@ -44,35 +45,55 @@ const (
 	// DefaultMaxMessageSize matches RabbitMQ's default max_message_size
 	// (128 MiB).
 	DefaultMaxMessageSize = 128 << 20
-	// DefaultReconnectInitial is the first backoff step between recovery
-	// rounds (every host tried once per round).
-	DefaultReconnectInitial = 100 * time.Millisecond
-	// DefaultReconnectMax caps the backoff.
-	DefaultReconnectMax = 10 * time.Second
+	// DefaultBackoffInitial is Config.Backoff's default first step
+	// between recovery rounds (every host tried once per round).
+	DefaultBackoffInitial = 100 * time.Millisecond
+	// DefaultBackoffMax is Config.Backoff's default cap.
+	DefaultBackoffMax = 10 * time.Second
+	// DefaultReconnectInitial is DefaultBackoffInitial.
+	//
+	// Deprecated: use DefaultBackoffInitial.
+	DefaultReconnectInitial = DefaultBackoffInitial
+	// DefaultReconnectMax is DefaultBackoffMax.
+	//
+	// Deprecated: use DefaultBackoffMax.
+	DefaultReconnectMax = DefaultBackoffMax
 	// DefaultCloseTimeout bounds the connection close handshake when the
 	// Close context has no deadline.
 	DefaultCloseTimeout = 5 * time.Second
 )
 
 // Config configures Open. Only URLs is required; zero values take the
-// defaults above.
+// defaults above. Name, Logger, TLSConfig, DialTimeout, Backoff and
+// MaxMessageSize mean the same in every adapter's Config (and have the same
+// With… options). Open refuses a negative duration or size, and a
+// Backoff.Max below Backoff.Initial, with an error wrapping
+// broker.ErrInvalidOption that names the field, before anything is
+// dialled.
 type Config struct {
 	// URLs are the servers, tried in turn on every (re)connect. Each is an
 	// amqp:// or amqps:// URL and may itself list several hosts separated
 	// by commas ("amqp://user:pass@h1:5672,h2:5672/vhost"); they share its
 	// credentials, vhost and query. For amqps the query parameters
 	// cacertfile, certfile, keyfile and server_name_indication configure
-	// TLS when TLS is nil.
+	// TLS when TLSConfig is nil.
 	URLs []string
 	// Name identifies the instance in logs and in the server's connection
 	// list (client property connection_name).
 	Name string
 	// Logger receives lifecycle logs (default slog.Default()).
 	Logger *slog.Logger
-	// TLS is used for amqps URLs (cloned for every dial). Nil: built from
-	// the URL's query (see URLs) with TLS 1.2 as minimum version.
+	// TLSConfig is used for amqps URLs (cloned for every dial; its
+	// ServerName, when empty, is the host dialled). Nil: the deprecated
+	// TLS field when set, else built from the URL's query (see URLs) with
+	// TLS 1.2 as minimum version.
+	TLSConfig *tls.Config
+	// TLS is the former name of TLSConfig, used when TLSConfig is nil.
+	//
+	// Deprecated: use TLSConfig.
 	TLS *tls.Config
-	// DialTimeout bounds each connection attempt (DefaultDialTimeout).
+	// DialTimeout bounds each connection attempt — TCP, TLS and the AMQP
+	// handshake (DefaultDialTimeout) — at Open and at every reconnect.
 	DialTimeout time.Duration
 	// WriteTimeout bounds each socket write (DefaultWriteTimeout).
 	WriteTimeout time.Duration
@@ -94,8 +115,15 @@ type Config struct {
 	// AMQP does by default. By default Publish uses mandatory and fails
 	// such a message with broker.ErrUnroutable.
 	AllowUnroutable bool
-	// ReconnectInitial and ReconnectMax shape the exponential backoff
-	// (with jitter) between recovery rounds.
+	// Backoff shapes the waits between recovery rounds, between attempts
+	// to reopen a publishing channel, and between attempts to set a
+	// consumer up again (see broker.Backoff; defaults
+	// DefaultBackoffInitial and DefaultBackoffMax).
+	Backoff broker.Backoff
+	// ReconnectInitial and ReconnectMax are the former Backoff, used when
+	// Backoff is zero.
+	//
+	// Deprecated: use Backoff.
 	ReconnectInitial, ReconnectMax time.Duration
 	// SingleConnection makes publishing and consuming share one AMQP
 	// connection. By default subscriptions use a second connection, opened
@@ -112,7 +140,7 @@ func (c Config) String() string {
 		urls[i] = redact.Target(u)
 	}
 	return fmt.Sprintf("rabbit.Config{URLs:%q Name:%q TLS:%t PublishChannels:%d PublishWindow:%d SingleConnection:%t}",
-		urls, c.Name, c.TLS != nil, c.PublishChannels, c.PublishWindow, c.SingleConnection)
+		urls, c.Name, c.TLSConfig != nil || c.TLS != nil, c.PublishChannels, c.PublishWindow, c.SingleConnection)
 }
 
 // GoString is String, so that %#v hides the passwords too.
@@ -121,7 +149,8 @@ func (c Config) GoString() string { return c.String() }
 // LogValue makes slog print String.
 func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
-// Option adjusts the Config built by OpenURL.
+// Option adjusts the Config built by OpenURL. Options apply in order, a
+// later one overriding an earlier one; a nil Option is skipped.
 type Option func(*Config)
 
 // WithName sets Config.Name.
@@ -130,8 +159,22 @@ func WithName(name string) Option { return func(c *Config) { c.Name = name } }
 // WithLogger sets Config.Logger.
 func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }
 
-// WithTLS sets Config.TLS.
-func WithTLS(t *tls.Config) Option { return func(c *Config) { c.TLS = t } }
+// WithTLSConfig sets Config.TLSConfig.
+func WithTLSConfig(t *tls.Config) Option { return func(c *Config) { c.TLSConfig = t } }
+
+// WithTLS sets Config.TLSConfig.
+//
+// Deprecated: use WithTLSConfig.
+func WithTLS(t *tls.Config) Option { return WithTLSConfig(t) }
+
+// WithDialTimeout sets Config.DialTimeout.
+func WithDialTimeout(d time.Duration) Option { return func(c *Config) { c.DialTimeout = d } }
+
+// WithBackoff sets Config.Backoff.
+func WithBackoff(b broker.Backoff) Option { return func(c *Config) { c.Backoff = b } }
+
+// WithMaxMessageSize sets Config.MaxMessageSize.
+func WithMaxMessageSize(n int) Option { return func(c *Config) { c.MaxMessageSize = n } }
 
 // WithConfig applies f to the Config, for any other setting.
 func WithConfig(f func(*Config)) Option { return f }
@@ -150,8 +193,35 @@ type resolved struct {
 	endpoints []endpoint
 }
 
+// resolve validates c and fills in the defaults; it dials nothing.
 func (c Config) resolve() (*resolved, error) {
+	bad := func(format string, args ...any) (*resolved, error) {
+		return nil, fmt.Errorf("rabbit: config: %w: %s", broker.ErrInvalidOption, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.DialTimeout < 0:
+		return bad("DialTimeout %v is negative", c.DialTimeout)
+	case c.MaxMessageSize < 0:
+		return bad("MaxMessageSize %d is negative", c.MaxMessageSize)
+	}
 	r := &resolved{Config: c}
+	if r.TLSConfig == nil {
+		r.TLSConfig = r.TLS
+	}
+	r.TLS = nil
+	if r.Backoff == (broker.Backoff{}) {
+		// The deprecated fields, as they were read: non-positive is the
+		// default, a Max below Initial is raised to it.
+		r.Backoff = broker.Backoff{Initial: max(r.ReconnectInitial, 0), Max: max(r.ReconnectMax, 0)}
+		if r.Backoff.Initial > 0 && r.Backoff.Max > 0 && r.Backoff.Max < r.Backoff.Initial {
+			r.Backoff.Max = r.Backoff.Initial
+		}
+	}
+	b, err := driver.ResolveBackoff("Backoff", r.Backoff, broker.Backoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax})
+	if err != nil {
+		return nil, fmt.Errorf("rabbit: config: %w", err)
+	}
+	r.Backoff = b
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
@@ -172,15 +242,6 @@ func (c Config) resolve() (*resolved, error) {
 	}
 	if r.MaxMessageSize <= 0 {
 		r.MaxMessageSize = DefaultMaxMessageSize
-	}
-	if r.ReconnectInitial <= 0 {
-		r.ReconnectInitial = DefaultReconnectInitial
-	}
-	if r.ReconnectMax <= 0 {
-		r.ReconnectMax = DefaultReconnectMax
-	}
-	if r.ReconnectMax < r.ReconnectInitial {
-		r.ReconnectMax = r.ReconnectInitial
 	}
 	if len(c.URLs) == 0 {
 		return nil, fmt.Errorf("rabbit: %w: no URL given", broker.ErrInvalidOption)
@@ -318,12 +379,12 @@ func firstLine(s string) string {
 }
 
 // tlsFor returns the TLS config for an amqps endpoint: a clone of
-// Config.TLS, or one built from the URL's query. Files are read now, so a
+// Config.TLSConfig (or the deprecated TLS), or one built from the URL's query. Files are read now, so a
 // bad path is reported by Open before anything is dialled.
 func (r *resolved) tlsFor(uri amqp.URI) (*tls.Config, error) {
 	var t *tls.Config
-	if r.TLS != nil {
-		t = r.TLS.Clone()
+	if r.TLSConfig != nil {
+		t = r.TLSConfig.Clone()
 	} else {
 		t = &tls.Config{MinVersion: tls.VersionTLS12}
 		if uri.CACertFile != "" {

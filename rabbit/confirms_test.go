@@ -263,10 +263,7 @@ func TestChannelCloseIsNotANack(t *testing.T) {
 // connection per backoff step, not a tight reconnect loop.
 func TestShortSessionsBackOff(t *testing.T) {
 	leakCheck(t)
-	_, conn, srv := fakeBroker(t, rabbit.WithConfig(func(c *rabbit.Config) {
-		c.ReconnectInitial = 50 * time.Millisecond
-		c.ReconnectMax = 400 * time.Millisecond
-	}))
+	_, conn, srv := fakeBroker(t, rabbit.WithBackoff(broker.Backoff{Initial: 50 * time.Millisecond, Max: 400 * time.Millisecond}))
 	time.Sleep(20 * time.Millisecond)
 	if err := conn.Drop(); err != nil {
 		t.Fatal(err)

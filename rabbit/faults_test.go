@@ -85,10 +85,7 @@ func TestCutConnections(t *testing.T) {
 	}
 	px := newFaultProxy(t, url)
 	logs := &logBuffer{}
-	b := open(t, px.url, rabbit.WithLogger(logs.logger()), rabbit.WithConfig(func(c *rabbit.Config) {
-		c.ReconnectInitial = 20 * time.Millisecond
-		c.ReconnectMax = 500 * time.Millisecond
-	}))
+	b := open(t, px.url, rabbit.WithLogger(logs.logger()), rabbit.WithBackoff(broker.Backoff{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond}))
 	topic := brokertest.RandomName("cut")
 	// abort ends publishing and consuming early when the proxy cannot be
 	// restarted: nothing could be confirmed any more.
@@ -349,11 +346,10 @@ func TestFailover(t *testing.T) {
 	ctx := ctxFor(t, 2*time.Minute)
 	logs := &logRecords{}
 	cfg := rabbit.Config{
-		URLs:             []string{n1.URL(), n2.URL()},
-		Name:             "failover",
-		Logger:           logs.logger(),
-		ReconnectInitial: 50 * time.Millisecond,
-		ReconnectMax:     time.Second,
+		URLs:    []string{n1.URL(), n2.URL()},
+		Name:    "failover",
+		Logger:  logs.logger(),
+		Backoff: broker.Backoff{Initial: 50 * time.Millisecond, Max: time.Second},
 	}
 	b, err := rabbit.Open(ctx, cfg)
 	if err != nil {
@@ -458,18 +454,18 @@ func TestFailover(t *testing.T) {
 	}
 
 	// Time bound. Correct failover needs no backoff wait at all (checked
-	// above); allow the supervisor's first backoff step (ReconnectInitial)
-	// and one full step (ReconnectMax) in case a consumer setup is retried
+	// above); allow the supervisor's first backoff step (Backoff.Initial)
+	// and one full step (Backoff.Max) in case a consumer setup is retried
 	// once, plus a generous 5 s for the refused dial, the dial and AMQP
 	// handshake to node 2, the publishing channels, and the subscription's
 	// redeclaration on a slow shared machine: about 6 s here. Waits the
 	// configuration does not call for exceed it — a fixed multi-second
-	// retry delay, the default 10 s ReconnectMax instead of the configured
+	// retry delay, the default 10 s Backoff.Max instead of the configured
 	// 1 s, or a dial to the dead node left to run into DialTimeout (10 s).
-	bound := cfg.ReconnectInitial + cfg.ReconnectMax + 5*time.Second
+	bound := cfg.Backoff.Initial + cfg.Backoff.Max + 5*time.Second
 	if first > bound {
-		t.Errorf("failover took %v, want ≤ %v (ReconnectInitial %v + ReconnectMax %v + 5 s slack)",
-			first, bound, cfg.ReconnectInitial, cfg.ReconnectMax)
+		t.Errorf("failover took %v, want ≤ %v (Backoff.Initial %v + Backoff.Max %v + 5 s slack)",
+			first, bound, cfg.Backoff.Initial, cfg.Backoff.Max)
 	}
 	if t.Failed() {
 		for _, r := range logs.since(mark, "") {
@@ -638,10 +634,7 @@ func TestNodeRestart(t *testing.T) {
 	leakCheck(t)
 	n := rabbitnode.StartT(t, rabbitnode.Options{Name: "restart"})
 	ctx := ctxFor(t, 2*time.Minute)
-	b := open(t, n.URL(), rabbit.WithConfig(func(c *rabbit.Config) {
-		c.ReconnectInitial = 50 * time.Millisecond
-		c.ReconnectMax = 500 * time.Millisecond
-	}))
+	b := open(t, n.URL(), rabbit.WithBackoff(broker.Backoff{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond}))
 	states := b.WatchState(ctx)
 	topic := brokertest.RandomName("restart")
 	got := make(chan *broker.Delivery, 10)

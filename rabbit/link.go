@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -172,10 +171,10 @@ const healthySession = time.Second
 
 // supervise keeps the link connected until the broker is killed.
 func (l *link) supervise(s *session) {
-	delay := l.b.cfg.ReconnectInitial
+	attempt := 1 // the backoff step of the next wait
 	for {
 		if s == nil {
-			s = l.reconnect(delay)
+			s = l.reconnect(attempt)
 			if s == nil {
 				return // broker killed
 			}
@@ -198,21 +197,18 @@ func (l *link) supervise(s *session) {
 		l.lost(s, err)
 		s = nil
 		if up >= healthySession {
-			delay = l.b.cfg.ReconnectInitial
+			attempt = 1
 			continue
 		}
 		// Died right after it opened: back off before the next dial.
-		wait := jitter(delay)
+		wait := driver.BackoffDelay(l.b.cfg.Backoff, attempt)
 		l.log.Warn("rabbit: connection died right after it opened; backing off", "up", up.Round(time.Millisecond), "wait", wait.Round(time.Millisecond))
 		if !l.sleep(wait) {
 			return
 		}
-		delay = min(delay*2, l.b.cfg.ReconnectMax)
+		attempt++
 	}
 }
-
-// jitter returns a random duration in [d/2, d].
-func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 // sleep waits d; false when the broker was killed first.
 func (l *link) sleep(d time.Duration) bool {
@@ -228,8 +224,8 @@ func (l *link) sleep(d time.Duration) bool {
 
 // reconnect dials until a session opens or the broker is killed. Each round
 // tries every endpoint once, starting with the one that worked last; rounds
-// are separated by exponential backoff with jitter, starting at delay.
-func (l *link) reconnect(delay time.Duration) *session {
+// are separated by Config.Backoff's delays, starting at step attempt.
+func (l *link) reconnect(step int) *session {
 	begin := time.Now()
 	eps := l.b.cfg.endpoints
 	attempt := 0
@@ -257,12 +253,11 @@ func (l *link) reconnect(delay time.Duration) *session {
 			l.log.Warn("rabbit: reconnect attempt failed", "host", eps[idx].redacted, "attempt", attempt,
 				"elapsed", time.Since(begin).Round(time.Millisecond), "err", err)
 		}
-		wait := jitter(delay)
+		wait := driver.BackoffDelay(l.b.cfg.Backoff, step+round-1)
 		l.log.Info("rabbit: backing off before next reconnect round", "round", round, "wait", wait.Round(time.Millisecond))
 		if !l.sleep(wait) {
 			return nil
 		}
-		delay = min(delay*2, l.b.cfg.ReconnectMax)
 	}
 }
 

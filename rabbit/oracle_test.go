@@ -264,10 +264,7 @@ func TestPublishOracle(t *testing.T) {
 	}
 
 	px := newFaultProxy(t, url)
-	b := open(t, px.url, rabbit.WithConfig(func(c *rabbit.Config) {
-		c.ReconnectInitial = 20 * time.Millisecond
-		c.ReconnectMax = 300 * time.Millisecond
-	}))
+	b := open(t, px.url, rabbit.WithBackoff(broker.Backoff{Initial: 20 * time.Millisecond, Max: 300 * time.Millisecond}))
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	var reconnects atomic.Int64

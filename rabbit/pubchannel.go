@@ -10,6 +10,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/isobroker/broker/driver"
 )
 
 // How a publishing channel learns each message's fate.
@@ -338,7 +340,6 @@ func (pc *pubChannel) closeReason() (*amqp.Error, bool) {
 // while the connection lives, retrying with backoff until it succeeds or
 // the connection ends.
 func (s *session) replace(old *pubChannel) {
-	delay := s.l.b.cfg.ReconnectInitial
 	for attempt := 1; ; attempt++ {
 		if s.isDead() {
 			return
@@ -349,6 +350,7 @@ func (s *session) replace(old *pubChannel) {
 			s.l.log.Info("rabbit: publishing channel reopened", "channel", old.id, "attempt", attempt)
 			return
 		}
+		delay := driver.BackoffDelay(s.l.b.cfg.Backoff, attempt)
 		s.l.log.Warn("rabbit: reopening publishing channel failed", "channel", old.id, "attempt", attempt, "err", err, "wait", delay)
 		t := time.NewTimer(delay)
 		select {
@@ -360,6 +362,5 @@ func (s *session) replace(old *pubChannel) {
 			t.Stop()
 			return
 		}
-		delay = min(delay*2, s.l.b.cfg.ReconnectMax)
 	}
 }

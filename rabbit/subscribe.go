@@ -150,7 +150,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 // channel loss, until stopped.
 func (s *subscription) run() {
 	first := true
-	delay := s.b.cfg.ReconnectInitial
+	failures := 0 // consecutive failed setups: the backoff step
 	for {
 		sess, err := s.l.session(s.StopContext())
 		if err != nil {
@@ -159,7 +159,7 @@ func (s *subscription) run() {
 		established, err := s.consume(sess, first)
 		if established {
 			first = false
-			delay = s.b.cfg.ReconnectInitial
+			failures = 0
 		}
 		if s.IsStopping() {
 			return
@@ -171,6 +171,8 @@ func (s *subscription) run() {
 			s.established <- err
 			return
 		}
+		failures++
+		delay := driver.BackoffDelay(s.b.cfg.Backoff, failures)
 		s.log.Warn("rabbit: consumer setup failed; retrying", "err", err, "wait", delay)
 		t := time.NewTimer(delay)
 		select {
@@ -179,7 +181,6 @@ func (s *subscription) run() {
 			t.Stop()
 			return
 		}
-		delay = min(delay*2, s.b.cfg.ReconnectMax)
 	}
 }
 

@@ -26,7 +26,7 @@ import (
 
 // TestTLS: amqps against a node with a TLS listener, configured once from
 // the URL's query (cacertfile, server_name_indication) and once through
-// Config.TLS; an untrusted server certificate is refused.
+// Config.TLSConfig; an untrusted server certificate is refused.
 func TestTLS(t *testing.T) {
 	leakCheck(t)
 	dir := t.TempDir()
@@ -80,7 +80,7 @@ ssl_options.fail_if_no_peer_cert = false
 	t.Run("ConfigTLS", func(t *testing.T) {
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(caPEM)
-		b := open(t, base, rabbit.WithTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}))
+		b := open(t, base, rabbit.WithTLSConfig(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}))
 		roundTrip(t, b)
 	})
 	t.Run("Untrusted", func(t *testing.T) {

@@ -26,8 +26,7 @@ func TestWriteDeadlineDropsStalledConnection(t *testing.T) {
 	b := open(t, px.url, rabbit.WithLogger(logs.logger()), rabbit.WithConfig(func(c *rabbit.Config) {
 		c.WriteTimeout = time.Second
 		c.AllowUnroutable = true // no queue needed: the test is about the socket
-		c.ReconnectInitial = 50 * time.Millisecond
-		c.ReconnectMax = 500 * time.Millisecond
+		c.Backoff = broker.Backoff{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond}
 	}))
 	topic := brokertest.RandomName("wdl")
 	ctx := ctxFor(t, 2*time.Minute)
