@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 	"github.com/isobroker/broker/internal/redact"
 )
 
@@ -33,10 +34,21 @@ const (
 	// DefaultRetryAttempts is how many times a retryable failure of one
 	// operation is retried before the error is returned.
 	DefaultRetryAttempts = 5
-	// DefaultRetryBaseDelay is the first backoff delay.
-	DefaultRetryBaseDelay = 100 * time.Millisecond
-	// DefaultRetryMaxDelay caps the backoff delay.
-	DefaultRetryMaxDelay = 10 * time.Second
+	// DefaultBackoffInitial is Config.Backoff's default first step.
+	DefaultBackoffInitial = 100 * time.Millisecond
+	// DefaultBackoffMax is Config.Backoff's default cap.
+	DefaultBackoffMax = 10 * time.Second
+	// DefaultRetryBaseDelay is DefaultBackoffInitial.
+	//
+	// Deprecated: use DefaultBackoffInitial.
+	DefaultRetryBaseDelay = DefaultBackoffInitial
+	// DefaultRetryMaxDelay is DefaultBackoffMax.
+	//
+	// Deprecated: use DefaultBackoffMax.
+	DefaultRetryMaxDelay = DefaultBackoffMax
+	// DefaultDialTimeout bounds one connection attempt (Config.DialTimeout):
+	// the bound every other attempt at building shared state has.
+	DefaultDialTimeout = setupTimeout
 	// TokenScope is the Azure AD scope of tokens for Event Hubs.
 	TokenScope = "https://eventhubs.azure.net//.default"
 
@@ -95,21 +107,32 @@ type TokenCredential interface {
 }
 
 // RetryOptions bounds the recovery of one operation (a Publish, a
-// subscription's attach, a management read) from retryable failures.
+// subscription's attach, a management read) from retryable failures; the
+// waits between the tries are Config.Backoff's.
 type RetryOptions struct {
 	// MaxAttempts is how many retries follow the first try (default
 	// DefaultRetryAttempts; negative: none). Subscriptions retry without
 	// limit; this bounds Publish and management reads.
 	MaxAttempts int
-	// BaseDelay is the first backoff delay (default DefaultRetryBaseDelay);
-	// it doubles per attempt, with jitter in [0.8, 1.3).
+	// BaseDelay is the former Config.Backoff.Initial, used (with MaxDelay)
+	// when Config.Backoff is zero.
+	//
+	// Deprecated: use Config.Backoff.
 	BaseDelay time.Duration
-	// MaxDelay caps the delay (default DefaultRetryMaxDelay).
+	// MaxDelay is the former Config.Backoff.Max, used (with BaseDelay)
+	// when Config.Backoff is zero.
+	//
+	// Deprecated: use Config.Backoff.
 	MaxDelay time.Duration
 }
 
 // Config configures a Broker. Build it by hand or from a connection string
-// with ParseConnectionString; OpenConfig validates it.
+// with ParseConnectionString; Open validates it. Name, Logger, TLSConfig,
+// DialTimeout, Backoff and MaxMessageSize mean the same in every adapter's
+// Config (and have the same With… options). Open refuses a negative
+// duration or size, and a Backoff.Max below Backoff.Initial, with an error
+// wrapping broker.ErrInvalidOption that names the field, before anything
+// is dialled.
 type Config struct {
 	// Namespace is the host of the Event Hubs namespace, with an optional
 	// port ("myns.servicebus.windows.net", "127.0.0.1:5672"). Required.
@@ -163,6 +186,11 @@ type Config struct {
 	// WebSockets run over what it returns. A *net.Dialer fits, and so does
 	// a SOCKS or HTTP CONNECT proxy dialer. It must obey ctx.
 	Dialer ContextDialer
+	// DialTimeout bounds each connection attempt — TCP, TLS, the WebSocket
+	// upgrade and the AMQP open — at Open and at every reconnect (default
+	// DefaultDialTimeout). The attempt runs under the instance's lifetime:
+	// a caller's ctx ends only that caller's wait, never the attempt.
+	DialTimeout time.Duration
 
 	// Name names the instance in logs.
 	Name string
@@ -182,6 +210,11 @@ type Config struct {
 	KeepAlive time.Duration
 	// Reconnect says when a lost connection is rebuilt (default lazy).
 	Reconnect ReconnectMode
+	// Backoff shapes the waits between retries — of a Publish or a
+	// management read, of a partition receiver's attach, of an eager
+	// reconnect — as broker.Backoff says (defaults DefaultBackoffInitial
+	// and DefaultBackoffMax).
+	Backoff broker.Backoff
 	// Retry bounds retries of retryable failures.
 	Retry RetryOptions
 }
@@ -191,7 +224,9 @@ type ContextDialer interface {
 	DialContext(ctx context.Context, network, address string) (net.Conn, error)
 }
 
-// Option adjusts the Config built by Open from a connection string.
+// Option adjusts the Config OpenURL builds from its target. Options apply
+// in order, a later one overriding an earlier one; a nil Option is
+// skipped.
 type Option func(*Config)
 
 // WithName names the instance in logs.
@@ -211,6 +246,12 @@ func WithKeepAlive(d time.Duration) Option { return func(c *Config) { c.KeepAliv
 
 // WithReconnect sets Config.Reconnect.
 func WithReconnect(m ReconnectMode) Option { return func(c *Config) { c.Reconnect = m } }
+
+// WithDialTimeout sets Config.DialTimeout.
+func WithDialTimeout(d time.Duration) Option { return func(c *Config) { c.DialTimeout = d } }
+
+// WithBackoff sets Config.Backoff.
+func WithBackoff(b broker.Backoff) Option { return func(c *Config) { c.Backoff = b } }
 
 // WithRetry sets Config.Retry.
 func WithRetry(r RetryOptions) Option { return func(c *Config) { c.Retry = r } }
@@ -357,6 +398,11 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("TokenTTL %v is negative", c.TokenTTL)
 	case c.KeepAlive < 0:
 		return bad("KeepAlive %v is negative", c.KeepAlive)
+	case c.DialTimeout < 0:
+		return bad("DialTimeout %v is negative", c.DialTimeout)
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
 	}
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
@@ -376,15 +422,20 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Retry.MaxAttempts < 0 {
 		c.Retry.MaxAttempts = 0
 	}
-	if c.Retry.BaseDelay <= 0 {
-		c.Retry.BaseDelay = DefaultRetryBaseDelay
+	if c.Backoff == (broker.Backoff{}) {
+		// The deprecated fields, as they were read: non-positive is the
+		// default, a MaxDelay below BaseDelay is raised to it.
+		c.Backoff = broker.Backoff{Initial: max(c.Retry.BaseDelay, 0), Max: max(c.Retry.MaxDelay, 0)}
+		if c.Backoff.Initial > 0 && c.Backoff.Max > 0 && c.Backoff.Max < c.Backoff.Initial {
+			c.Backoff.Max = c.Backoff.Initial
+		}
 	}
-	if c.Retry.MaxDelay <= 0 {
-		c.Retry.MaxDelay = DefaultRetryMaxDelay
+	bo, err := driver.ResolveBackoff("Backoff", c.Backoff, broker.Backoff{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax})
+	if err != nil {
+		return Config{}, fmt.Errorf("eventhubs: config: %w", err)
 	}
-	if c.Retry.MaxDelay < c.Retry.BaseDelay {
-		c.Retry.MaxDelay = c.Retry.BaseDelay
-	}
+	c.Backoff = bo
+	c.Retry.BaseDelay, c.Retry.MaxDelay = 0, 0 // read through Backoff only
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -458,7 +509,7 @@ func (c *Config) audience(entity string) string {
 	return c.scheme() + "://" + c.Namespace + "/" + entity
 }
 
-// parseURL parses the eventhubs:// URL form (see OpenTarget).
+// parseURL parses the eventhubs:// URL form (see OpenURL).
 func parseURL(s string) (Config, error) {
 	bad := func(format string, args ...any) (Config, error) {
 		return Config{}, fmt.Errorf("eventhubs: url %s: %w: %s", redact.Target(s), broker.ErrInvalidOption, fmt.Sprintf(format, args...))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +84,7 @@ func OpenConfig(ctx context.Context, cfg Config) (*Broker, error) {
 		conns:   make(map[*amqpConn]struct{}),
 		senders: make(map[string]*slot[*senderLink]),
 	}
+	b.conn.timeout = cfg.DialTimeout
 	b.maxMsg.Store(int64(cfg.MaxMessageSize))
 	b.overhead = batchOverhead()
 	start := time.Now()
@@ -162,15 +162,10 @@ func (b *Broker) isDead() bool {
 	}
 }
 
-// backoff is the delay before retry attempt (1-based): base × 2^(n-1),
-// capped, with jitter in [0.8, 1.3).
+// backoff is the delay before retry attempt (1-based) under
+// Config.Backoff: driver.BackoffDelay, never above Backoff.Max.
 func (b *Broker) backoff(attempt int) time.Duration {
-	d := b.cfg.Retry.BaseDelay
-	for i := 1; i < attempt && d < b.cfg.Retry.MaxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, b.cfg.Retry.MaxDelay)
-	return time.Duration(float64(d) * (0.8 + 0.5*rand.Float64()))
+	return driver.BackoffDelay(b.cfg.Backoff, attempt)
 }
 
 // sleep waits d; false if ctx ended or the broker died first.

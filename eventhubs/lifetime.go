@@ -6,9 +6,10 @@ import (
 	"time"
 )
 
-// setupTimeout bounds one attempt at building shared state — a connection
-// (dial, TLS, AMQP open), a request link, or a sender or receiver (put-token,
-// session, attach) — which runs under the instance's lifetime, not under
+// setupTimeout bounds one attempt at building shared state — a request
+// link, or a sender or receiver (put-token, session, attach); a connection
+// (dial, TLS, WebSocket upgrade, AMQP open) has Config.DialTimeout, by
+// default the same — which runs under the instance's lifetime, not under
 // the ctx of the call that needed it. A caller that can wait longer retries
 // a failed attempt within its own ctx.
 const setupTimeout = 30 * time.Second
@@ -66,6 +67,7 @@ func awaitBuilt[T any](ctx context.Context, life lifetime, build func(context.Co
 // left still completes and is kept for the next one. No lock is held while
 // building.
 type slot[T comparable] struct {
+	timeout  time.Duration // bounds each build; 0: setupTimeout
 	mu       sync.Mutex
 	val      T
 	building *flight[T]
@@ -78,8 +80,8 @@ type flight[T any] struct {
 }
 
 // get returns the held value if valid reports true for it; otherwise it
-// starts a build under life (or joins the one in progress) and waits for
-// it until ctx ends. abort ends the wait like ctx does, with errAbort. The
+// starts a build under life, bounded by s.timeout (or joins the one in
+// progress) and waits for it until ctx ends. abort ends the wait like ctx does, with errAbort. The
 // build's error goes to every caller waiting for it when it fails; it is
 // never a caller's ctx error.
 func (s *slot[T]) get(ctx context.Context, life lifetime, abort <-chan struct{}, errAbort error, valid func(T) bool, build func(context.Context) (T, error)) (T, error) {
@@ -94,8 +96,12 @@ func (s *slot[T]) get(ctx context.Context, life lifetime, abort <-chan struct{},
 	if f == nil {
 		f = &flight[T]{done: make(chan struct{})}
 		s.building = f
+		timeout := s.timeout
+		if timeout <= 0 {
+			timeout = setupTimeout
+		}
 		life.wg.Go(func() {
-			bctx, cancel := context.WithTimeout(life.ctx, setupTimeout)
+			bctx, cancel := context.WithTimeout(life.ctx, timeout)
 			defer cancel()
 			v, err := build(bctx)
 			s.mu.Lock()

@@ -148,8 +148,8 @@ func TestForcedFaults(t *testing.T) {
 	e := startEmulator(t, emulator.Config{})
 	hub := newHub(t, e, 4)
 	pubLogs, subLogs := &logBuffer{}, &logBuffer{}
-	p := open(t, e, pubLogs, eventhubs.WithRetry(eventhubs.RetryOptions{MaxAttempts: 10, BaseDelay: 10 * time.Millisecond, MaxDelay: 200 * time.Millisecond}))
-	s := open(t, e, subLogs, eventhubs.WithRetry(eventhubs.RetryOptions{BaseDelay: 10 * time.Millisecond, MaxDelay: 200 * time.Millisecond}))
+	p := open(t, e, pubLogs, eventhubs.WithRetry(eventhubs.RetryOptions{MaxAttempts: 10}), eventhubs.WithBackoff(broker.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}))
+	s := open(t, e, subLogs, eventhubs.WithBackoff(broker.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}))
 	got := newSeen()
 	sub, err := s.Subscribe(ctxT(t, 10*time.Second), hub, got.handle, broker.StartAt(broker.Earliest()), broker.Prefetch(100))
 	if err != nil {

@@ -160,11 +160,12 @@ func resumeSetup(t *testing.T) (e *emulator.Emulator, hub string, p, s *eventhub
 	emuLogs = &logBuffer{}
 	e = startEmulator(t, emulator.Config{Logger: emuLogs.logger()})
 	hub = newHub(t, e, 1)
-	retry := eventhubs.WithRetry(eventhubs.RetryOptions{MaxAttempts: 10, BaseDelay: 10 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
-	p = open(t, e, nil, retry)
+	retry := eventhubs.WithRetry(eventhubs.RetryOptions{MaxAttempts: 10})
+	fast := eventhubs.WithBackoff(broker.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond})
+	p = open(t, e, nil, retry, fast)
 	subLogs = &logBuffer{}
 	gate = newLogGate(subLogs)
-	s = open(t, e, nil, retry, eventhubs.WithLogger(slog.New(gate)))
+	s = open(t, e, nil, retry, fast, eventhubs.WithLogger(slog.New(gate)))
 	// Registered after open's cleanup, so it runs first: a goroutine
 	// still held by the gate is let go before the broker closes.
 	t.Cleanup(func() {
