@@ -69,7 +69,7 @@ func TestWrongKey(t *testing.T) {
 	ours := &logBuffer{}
 
 	start := time.Now()
-	_, err := eventhubs.Open(ctxT(t, 10*time.Second), cs, eventhubs.WithLogger(ours.logger()))
+	_, err := eventhubs.OpenURL(ctxT(t, 10*time.Second), cs, eventhubs.WithLogger(ours.logger()))
 	elapsed := time.Since(start)
 	if !errors.Is(err, broker.ErrUnauthorized) || broker.IsRetryable(err) {
 		t.Fatalf("Open with a wrong key = %v (retryable %v), want fatal ErrUnauthorized", err, broker.IsRetryable(err))
@@ -84,7 +84,7 @@ func TestWrongKey(t *testing.T) {
 
 	// Without EntityPath: Open succeeds, the first use fails fast.
 	cs = strings.Replace(e.ConnectionString(""), "SharedAccessKey="+e.Key(), "SharedAccessKey="+wrong, 1)
-	b, err := eventhubs.Open(ctxT(t, 10*time.Second), cs, eventhubs.WithLogger(ours.logger()))
+	b, err := eventhubs.OpenURL(ctxT(t, 10*time.Second), cs, eventhubs.WithLogger(ours.logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// A ready SAS in the connection string.
 	sas := emulator.SASToken("amqp://"+e.Addr()+"/"+hub, e.KeyName(), key, time.Hour)
 	cs := fmt.Sprintf("Endpoint=sb://%s/;SharedAccessSignature=%s;EntityPath=%s;UseDevelopmentEmulator=true", e.Addr(), sas, hub)
-	b2, err := eventhubs.Open(ctxT(t, 10*time.Second), cs, eventhubs.WithLogger(logs.logger()))
+	b2, err := eventhubs.OpenURL(ctxT(t, 10*time.Second), cs, eventhubs.WithLogger(logs.logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +169,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	// Wrong key, URL form and connection string.
 	wrong := strings.Replace(e.ConnectionString(hub), key, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZw==", 1)
-	_, err = eventhubs.OpenTarget(ctxT(t, 10*time.Second), wrong, logs.logger(), "wrong")
+	_, err = eventhubs.OpenURL(ctxT(t, 10*time.Second), wrong, eventhubs.WithLogger(logs.logger()), eventhubs.WithName("wrong"))
 	errs = append(errs, err)
-	_, err = eventhubs.OpenTarget(ctxT(t, 10*time.Second), "eventhubs://root:"+url.QueryEscape(key)+"@"+e.Addr()+"/"+hub+"?emulator=maybe", logs.logger(), "bad")
+	_, err = eventhubs.OpenURL(ctxT(t, 10*time.Second), "eventhubs://root:"+url.QueryEscape(key)+"@"+e.Addr()+"/"+hub+"?emulator=maybe", eventhubs.WithLogger(logs.logger()), eventhubs.WithName("bad"))
 	errs = append(errs, err)
 
 	sig := sas[strings.Index(sas, "sig=")+4:]
@@ -215,7 +215,7 @@ func TestAzureADCredential(t *testing.T) {
 	hub := newHub(t, e, 1)
 	logs := &logBuffer{}
 	cfg := eventhubs.Config{Namespace: e.Addr(), UseDevelopmentEmulator: true, Credential: fakeAAD{jwt}, Logger: logs.logger()}
-	b, err := eventhubs.OpenConfig(ctxT(t, 10*time.Second), cfg)
+	b, err := eventhubs.Open(ctxT(t, 10*time.Second), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,13 +231,15 @@ func TestAzureADCredential(t *testing.T) {
 	if strings.Contains(logs.String(), jwt) {
 		t.Errorf("the AAD token appears in the log")
 	}
-	bad, err := eventhubs.OpenConfig(ctxT(t, 10*time.Second), eventhubs.Config{Namespace: e.Addr(), EventHub: hub, UseDevelopmentEmulator: true, Credential: fakeAAD{"wrong"}, Logger: slog.New(slog.DiscardHandler)})
+	bad, err := eventhubs.Open(ctxT(t, 10*time.Second), eventhubs.Config{Namespace: e.Addr(), EventHub: hub, UseDevelopmentEmulator: true, Credential: fakeAAD{"wrong"}, Logger: slog.New(slog.DiscardHandler)})
 	if !errors.Is(err, broker.ErrUnauthorized) {
 		t.Errorf("wrong AAD token: %v, %v", bad, err)
 	}
 }
 
-func TestOpenTarget(t *testing.T) {
+// TestOpenURL: both target forms, connection string and eventhubs:// URL,
+// open a working Broker; malformed URLs are refused as invalid.
+func TestOpenURL(t *testing.T) {
 	e := startEmulator(t, emulator.Config{})
 	hub := newHub(t, e, 1)
 	quiet := slog.New(slog.DiscardHandler)
@@ -246,9 +248,9 @@ func TestOpenTarget(t *testing.T) {
 		"eventhubs://" + e.KeyName() + ":" + url.QueryEscape(e.Key()) + "@" + e.Addr() + "/" + hub + "?emulator=true",
 		"eventhubs://" + e.KeyName() + ":" + url.QueryEscape(e.Key()) + "@" + e.Addr() + "?emulator=true&keepalive=30s&reconnect=eager",
 	} {
-		b, err := eventhubs.OpenTarget(ctxT(t, 10*time.Second), target, quiet, "target")
+		b, err := eventhubs.OpenURL(ctxT(t, 10*time.Second), target, eventhubs.WithLogger(quiet), eventhubs.WithName("target"))
 		if err != nil {
-			t.Fatalf("OpenTarget: %v", err)
+			t.Fatalf("OpenURL: %v", err)
 		}
 		if err := b.Publish(ctxT(t, 5*time.Second), hub, &broker.Message{ID: "x"}); err != nil {
 			t.Errorf("publish: %v", err)
@@ -265,8 +267,8 @@ func TestOpenTarget(t *testing.T) {
 		"eventhubs://root:k@" + e.Addr() + "?reconnect=sometimes",
 		"eventhubs:///hub",
 	} {
-		if _, err := eventhubs.OpenTarget(ctxT(t, 5*time.Second), bad, quiet, ""); !errors.Is(err, broker.ErrInvalidOption) {
-			t.Errorf("OpenTarget(%q) = %v, want ErrInvalidOption", bad, err)
+		if _, err := eventhubs.OpenURL(ctxT(t, 5*time.Second), bad, eventhubs.WithLogger(quiet)); !errors.Is(err, broker.ErrInvalidOption) {
+			t.Errorf("OpenURL(%q) = %v, want ErrInvalidOption", bad, err)
 		}
 	}
 }

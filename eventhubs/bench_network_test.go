@@ -32,7 +32,7 @@ func benchNetworks(b *testing.B) []benchNet {
 	secure, ca := tlsEmulator(b, emulator.Config{RetentionCount: 200000, WebSocketAddr: "127.0.0.1:0", Logger: quietEmu}, &hs, "localhost")
 	open := func(cs string, opts ...eventhubs.Option) func(b *testing.B) *eventhubs.Broker {
 		return func(b *testing.B) *eventhubs.Broker {
-			br, err := eventhubs.Open(ctxT(b, 10*time.Second), cs, append(opts, eventhubs.WithLogger(slog.New(slog.DiscardHandler)))...)
+			br, err := eventhubs.OpenURL(ctxT(b, 10*time.Second), cs, append(opts, eventhubs.WithLogger(slog.New(slog.DiscardHandler)))...)
 			if err != nil {
 				b.Fatal(err)
 			}

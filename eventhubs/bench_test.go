@@ -31,7 +31,7 @@ func benchEmulator(b *testing.B) *emulator.Emulator {
 }
 
 func benchBroker(b *testing.B, e *emulator.Emulator) *eventhubs.Broker {
-	br, err := eventhubs.Open(ctxT(b, 10*time.Second), e.ConnectionString(""), eventhubs.WithLogger(slog.New(slog.DiscardHandler)))
+	br, err := eventhubs.OpenURL(ctxT(b, 10*time.Second), e.ConnectionString(""), eventhubs.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func BenchmarkRecovery(b *testing.B) {
 	m := &broker.Message{Body: make([]byte, benchEventSize)}
 	b.Run("fresh", func(b *testing.B) {
 		for range b.N {
-			br, err := eventhubs.Open(context.Background(), e.ConnectionString(""), quiet)
+			br, err := eventhubs.OpenURL(context.Background(), e.ConnectionString(""), quiet)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -39,7 +39,7 @@ func TestOpenStalledPeer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = eventhubs.Open(ctx, cs)
+	_, err = eventhubs.OpenURL(ctx, cs)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Open against a stalled peer = %v, want DeadlineExceeded", err)
 	}

@@ -15,7 +15,7 @@ func TestConformance(t *testing.T) {
 	e := startEmulator(t, emulator.Config{AutoCreate: true})
 	brokertest.Run(t, brokertest.Harness{
 		Open: func(ctx context.Context) (broker.Broker, error) {
-			return eventhubs.Open(ctx, e.ConnectionString(""), eventhubs.WithLogger(slog.New(slog.DiscardHandler)))
+			return eventhubs.OpenURL(ctx, e.ConnectionString(""), eventhubs.WithLogger(slog.New(slog.DiscardHandler)))
 		},
 		NewTopic: func(t testing.TB) string { return newHub(t, e, 4) },
 	})

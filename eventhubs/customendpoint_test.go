@@ -67,7 +67,7 @@ func TestCustomEndpoint(t *testing.T) {
 		target := "eventhubs://" + url.UserPassword(e.KeyName(), e.Key()).String() + "@" + unresolvable + "/" + hub +
 			"?emulator=true&custom_endpoint=" + url.QueryEscape(e.Addr())
 		logs := &logBuffer{}
-		b, err := eventhubs.OpenTarget(ctxT(t, 10*time.Second), target, logs.logger(), t.Name())
+		b, err := eventhubs.OpenURL(ctxT(t, 10*time.Second), target, eventhubs.WithLogger(logs.logger()), eventhubs.WithName(t.Name()))
 		if err != nil {
 			t.Fatalf("open %s: %v", strings.Replace(target, e.Key(), "***", 1), err)
 		}
@@ -86,10 +86,10 @@ func TestCustomEndpoint(t *testing.T) {
 }
 
 // TestCustomEndpointInvalid: a custom endpoint that is not a host[:port]
-// is refused by OpenConfig, naming the field, before anything is dialed.
+// is refused by Open, naming the field, before anything is dialed.
 func TestCustomEndpointInvalid(t *testing.T) {
 	for _, bad := range []string{"sb://proxy.example/", "amqps://proxy.example", "proxy.example/path", "proxy.example:http", "proxy.example:0", "proxy.example:70000", "user@proxy.example", ":5671"} {
-		_, err := eventhubs.OpenConfig(ctxT(t, 5*time.Second), eventhubs.Config{
+		_, err := eventhubs.Open(ctxT(t, 5*time.Second), eventhubs.Config{
 			Namespace: unresolvable, KeyName: "k", Key: "secret", CustomEndpoint: bad,
 			Dialer: dialerFunc(func(context.Context, string, string) (net.Conn, error) {
 				t.Errorf("%q: dialed", bad)
@@ -101,7 +101,7 @@ func TestCustomEndpointInvalid(t *testing.T) {
 		}
 	}
 	for _, good := range []string{"proxy.example", "proxy.example:443", "10.0.0.1", "[::1]:5671", "::1"} {
-		_, err := eventhubs.OpenConfig(ctxT(t, 5*time.Second), eventhubs.Config{
+		_, err := eventhubs.Open(ctxT(t, 5*time.Second), eventhubs.Config{
 			Namespace: unresolvable, KeyName: "k", Key: "secret", CustomEndpoint: good, Logger: discard(),
 			Dialer: dialerFunc(func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("refused by the test") }),
 		})
@@ -173,7 +173,7 @@ func TestDialer(t *testing.T) {
 		})
 	}
 	t.Run("error", func(t *testing.T) {
-		_, err := eventhubs.Open(ctxT(t, 5*time.Second), connString(e, unresolvable, "", false), eventhubs.WithLogger(discard()),
+		_, err := eventhubs.OpenURL(ctxT(t, 5*time.Second), connString(e, unresolvable, "", false), eventhubs.WithLogger(discard()),
 			eventhubs.WithDialer(dialerFunc(func(context.Context, string, string) (net.Conn, error) {
 				return nil, errors.New("proxy says no")
 			})))

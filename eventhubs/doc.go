@@ -1,10 +1,19 @@
 // Package eventhubs is the Azure Event Hubs adapter of isobroker, built
 // directly on github.com/Azure/go-amqp (it does not use the Azure SDK).
 //
-// Open a Broker from a connection string, a Config, or (for the registry)
-// OpenTarget:
+// Open a Broker from a Config, from a connection string or eventhubs://
+// URL with options, or (for a registry) with Opener — the front door every
+// adapter has:
 //
-//	b, err := eventhubs.Open(ctx, "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=…")
+//	b, err := eventhubs.OpenURL(ctx, eventhubs.Config{Namespace: "ns.servicebus.windows.net", KeyName: "send", Key: key})
+//	b, err := eventhubs.OpenURL(ctx, "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=…", eventhubs.WithName("orders"))
+//	reg.Register("eventhubs", eventhubs.Opener)
+//
+// The settings every adapter shares have the same names here as in the
+// others' Configs and options: Name, Logger, TLSConfig, DialTimeout,
+// Backoff (a broker.Backoff, the waits between retries) and
+// MaxMessageSize, set by WithName, WithLogger, WithTLSConfig,
+// WithDialTimeout, WithBackoff and WithMaxMessageSize.
 //
 // Vocabulary: a topic is an event hub; Message.Key is the partition key;
 // the PartitionIDHeader header sends to one partition; broker.Group is the
@@ -22,7 +31,8 @@
 // Contexts: a caller's ctx bounds that caller's wait, never shared state.
 // The connection, its sessions, links and $cbs/$management request links
 // are built, written to and torn down under the Broker's own lifetime (one
-// attempt at a time, each bounded by 30 s); every caller waits for them by
+// attempt at a time, each bounded by 30 s; a connection attempt by
+// Config.DialTimeout, 30 s by default); every caller waits for them by
 // its own ctx, so a caller with a short deadline fails alone and leaves
 // nothing half built or half sent — the next call works. A Publish cut
 // short stops writing batches it has not started, and the transfer on the
@@ -62,7 +72,8 @@
 // lapsed: a fresh token is put first); the peer's protocol complaints
 // (amqp:not-allowed, framing, session errors) retire the link, session or
 // connection and are retried; com.microsoft:server-busy and
-// com.microsoft:timeout are retried with exponential backoff and jitter;
+// com.microsoft:timeout are retried with Config.Backoff's exponential
+// backoff and jitter (never above Backoff.Max);
 // a refused token, not-found and message-size errors, and TLS certificate
 // or host name failures are fatal and returned at once; amqp:link:stolen ends that partition's receiver with an error
 // wrapping broker.ErrOwnershipLost, never retried. Every lifecycle step

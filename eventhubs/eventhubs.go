@@ -13,8 +13,8 @@ import (
 	"github.com/isobroker/broker/driver"
 )
 
-// Broker is an Event Hubs broker.Broker. Create it with Open or
-// OpenConfig; it is safe for concurrent use. Each Broker owns its AMQP
+// Broker is an Event Hubs broker.Broker. Create it with Open, OpenURL or
+// Opener; it is safe for concurrent use. Each Broker owns its AMQP
 // connection, sessions, links, token renewals and goroutines; two Brokers
 // share nothing.
 type Broker struct {
@@ -45,29 +45,17 @@ type Broker struct {
 
 var _ broker.Broker = (*Broker)(nil)
 
-// Open parses connectionString (see ParseConnectionString), applies opts
-// and opens a Broker like OpenConfig.
-func Open(ctx context.Context, connectionString string, opts ...Option) (*Broker, error) {
-	cfg, err := ParseConnectionString(connectionString)
-	if err != nil {
-		return nil, err
-	}
-	for _, o := range opts {
-		if o != nil {
-			o(&cfg)
-		}
-	}
-	return OpenConfig(ctx, cfg)
-}
-
-// OpenConfig validates cfg, connects to the namespace and returns a
-// connected Broker. When cfg.EventHub is set it also puts a token for it,
-// so that wrong credentials fail here (with an error wrapping
+// Open validates cfg, connects to the namespace and returns a connected
+// Broker. Configuration errors (no namespace or credentials, a negative
+// duration or size, a Backoff.Max below Backoff.Initial, …) wrap
+// broker.ErrInvalidOption, name the field and are reported before anything
+// is dialled. When cfg.EventHub is set it also puts a token for it, so
+// that wrong credentials fail here (with an error wrapping
 // broker.ErrUnauthorized, without retries). It blocks until connected or
 // ctx ends, and fails on the first connection error rather than retrying
 // (the error says whether a retry may help: broker.IsRetryable); nothing
 // is left running when it fails.
-func OpenConfig(ctx context.Context, cfg Config) (*Broker, error) {
+func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

@@ -28,7 +28,7 @@ var targetPlacements = []secrettest.Placement{
 // any prefix and suffix, ParseConnectionString and the eventhubs:// parser
 // either fail with an error, or return a Config, and no rendering of
 // either (fmt verbs, String, GoString, slog) holds the secret; validating
-// the Config (what OpenConfig does first) leaks nothing either. Nothing
+// the Config (what Open does first) leaks nothing either. Nothing
 // panics.
 func FuzzTargets(f *testing.F) {
 	for i := range targetPlacements {

@@ -114,7 +114,7 @@ func open(t testing.TB, e *emulator.Emulator, logs *logBuffer, opts ...eventhubs
 		logs = &logBuffer{}
 	}
 	opts = append([]eventhubs.Option{eventhubs.WithLogger(logs.logger()), eventhubs.WithName(t.Name())}, opts...)
-	b, err := eventhubs.Open(ctxT(t, 10*time.Second), e.ConnectionString(""), opts...)
+	b, err := eventhubs.OpenURL(ctxT(t, 10*time.Second), e.ConnectionString(""), opts...)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

@@ -20,7 +20,7 @@ type dialFunc func(t *testing.T, logs *logBuffer) *eventhubs.Broker
 func openCS(t *testing.T, cs string, logs *logBuffer, opts ...eventhubs.Option) *eventhubs.Broker {
 	t.Helper()
 	opts = append([]eventhubs.Option{eventhubs.WithLogger(logs.logger()), eventhubs.WithName(t.Name())}, opts...)
-	b, err := eventhubs.Open(ctxT(t, 10*time.Second), cs, opts...)
+	b, err := eventhubs.OpenURL(ctxT(t, 10*time.Second), cs, opts...)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

@@ -6,10 +6,12 @@ import (
 	"strings"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
-// OpenTarget opens a Broker from a registry target: either an Event Hubs
-// connection string ("Endpoint=sb://…;SharedAccessKeyName=…;
+// OpenURL opens a Broker from target, with opts applied in order to the
+// Config it describes. target is either an Event Hubs connection string
+// (see ParseConnectionString: "Endpoint=sb://…;SharedAccessKeyName=…;
 // SharedAccessKey=…[;EntityPath=hub][;UseDevelopmentEmulator=true]") or
 // the URL form
 //
@@ -25,20 +27,50 @@ import (
 //
 //	eventhubs://RootManageSharedAccessKey:c2VjcmV0@127.0.0.1:5672/orders?emulator=true
 //
-// name names the instance in logs and logger receives them (nil:
-// slog.Default()). Errors wrap broker.ErrInvalidOption for malformed
-// targets and never contain the key or signature.
-func OpenTarget(ctx context.Context, target string, logger *slog.Logger, name string) (broker.Broker, error) {
-	var cfg Config
-	var err error
-	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(target)), "eventhubs://") {
-		cfg, err = parseURL(strings.TrimSpace(target))
-	} else {
-		cfg, err = ParseConnectionString(target)
-	}
+// Errors for a malformed target wrap broker.ErrInvalidOption, name the bad
+// key or parameter and never contain the key or signature. Otherwise it
+// behaves as Open.
+func OpenURL(ctx context.Context, target string, opts ...Option) (*Broker, error) {
+	cfg, err := parseTarget(target)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Logger, cfg.Name = logger, name
-	return OpenConfig(ctx, cfg)
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	return Open(ctx, cfg)
+}
+
+// parseTarget parses a connection string or an eventhubs:// URL.
+func parseTarget(target string) (Config, error) {
+	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(target)), "eventhubs://") {
+		return parseURL(strings.TrimSpace(target))
+	}
+	return ParseConnectionString(target)
+}
+
+// Opener opens a Broker for a registry's connection strings and
+// eventhubs:// URLs: OpenURL(ctx, target) named oc.Name, logging through
+// oc.Logger (nil: slog.Default()). Its signature is registry.Opener's, so
+// reg.Register("eventhubs", eventhubs.Opener) works as it is.
+func Opener(ctx context.Context, target string, oc driver.OpenConfig) (broker.Broker, error) {
+	b, err := OpenURL(ctx, target, WithLogger(oc.Logger), WithName(oc.Name))
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return b, nil
+}
+
+// OpenConfig is Open.
+//
+// Deprecated: use Open, which now takes the Config.
+func OpenConfig(ctx context.Context, cfg Config) (*Broker, error) { return Open(ctx, cfg) }
+
+// OpenTarget is Opener with the registry's settings as arguments.
+//
+// Deprecated: use Opener, or OpenURL with WithLogger and WithName.
+func OpenTarget(ctx context.Context, target string, logger *slog.Logger, name string) (broker.Broker, error) {
+	return Opener(ctx, target, driver.OpenConfig{Name: name, Logger: logger})
 }

@@ -53,7 +53,7 @@ func TestTLSVerificationFailsFatally(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(hs.seen())
 			opens := len(elog.values("connection open", "hostname"))
-			_, err := eventhubs.OpenConfig(ctxT(t, 20*time.Second), eventhubs.Config{
+			_, err := eventhubs.Open(ctxT(t, 20*time.Second), eventhubs.Config{
 				Namespace: c.namespace, KeyName: e.KeyName(), Key: e.Key(), TLSConfig: c.tc,
 				Logger: slog.New(slog.DiscardHandler),
 			})

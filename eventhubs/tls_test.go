@@ -76,7 +76,7 @@ func TestTLSFailuresAreFatalAndNamed(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := eventhubs.OpenConfig(ctxT(t, 20*time.Second), eventhubs.Config{
+			_, err := eventhubs.Open(ctxT(t, 20*time.Second), eventhubs.Config{
 				Namespace: addr, KeyName: "k", Key: "secret", TLSConfig: c.tls,
 				Logger: slog.New(slog.DiscardHandler),
 			})

@@ -143,7 +143,7 @@ func TestWebSocketUpgradeRefused(t *testing.T) {
 			}))
 			defer srv.Close()
 			addr := strings.TrimPrefix(srv.URL, "http://")
-			_, err := eventhubs.OpenConfig(ctxT(t, 10*time.Second), eventhubs.Config{
+			_, err := eventhubs.Open(ctxT(t, 10*time.Second), eventhubs.Config{
 				Namespace: addr, KeyName: "k", Key: "secret", UseDevelopmentEmulator: true, WebSockets: true, Logger: discard(),
 			})
 			if err == nil {
@@ -172,7 +172,7 @@ func TestWebSocketURLParameter(t *testing.T) {
 	hub := newHub(t, e, 1)
 	base := "eventhubs://" + url.UserPassword(e.KeyName(), e.Key()).String() + "@" + e.WebSocketAddr() + "/" + hub + "?emulator=true&websockets="
 	logs := &logBuffer{}
-	b, err := eventhubs.OpenTarget(ctxT(t, 10*time.Second), base+"true", logs.logger(), t.Name())
+	b, err := eventhubs.OpenURL(ctxT(t, 10*time.Second), base+"true", eventhubs.WithLogger(logs.logger()), eventhubs.WithName(t.Name()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestWebSocketURLParameter(t *testing.T) {
 	if n := logs.count("broker open", "websockets=true"); n != 1 {
 		t.Errorf("the config logged at open does not say websockets=true:\n%s", logs)
 	}
-	_, err = eventhubs.OpenTarget(ctxT(t, 10*time.Second), base+"maybe", discard(), t.Name())
+	_, err = eventhubs.OpenURL(ctxT(t, 10*time.Second), base+"maybe", eventhubs.WithLogger(discard()), eventhubs.WithName(t.Name()))
 	if !errors.Is(err, broker.ErrInvalidOption) || !strings.Contains(err.Error(), "websockets") {
 		t.Errorf("websockets=maybe: %v, want ErrInvalidOption naming websockets", err)
 	}

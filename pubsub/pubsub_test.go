@@ -154,7 +154,7 @@ func backends(t *testing.T) []backend {
 				emu := sharedEmulator()
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				b, err := eventhubs.Open(ctx, emu.ConnectionString(""), eventhubs.WithLogger(quiet))
+				b, err := eventhubs.OpenURL(ctx, emu.ConnectionString(""), eventhubs.WithLogger(quiet))
 				if err != nil {
 					t.Fatal(err)
 				}

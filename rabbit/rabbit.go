@@ -1,6 +1,20 @@
 // Package rabbit is the RabbitMQ adapter of isobroker, on
 // github.com/rabbitmq/amqp091-go.
 //
+// Open a Broker from a Config, from a URL with options, or (for a
+// registry) with Opener — the front door every adapter has:
+//
+//	b, err := rabbit.Open(ctx, rabbit.Config{URLs: []string{"amqp://guest:guest@localhost:5672/"}})
+//	b, err := rabbit.OpenURL(ctx, "amqps://user:pass@h1,h2/vhost", rabbit.WithName("orders"))
+//	reg.Register("amqp", rabbit.Opener)
+//
+// The settings every adapter shares have the same names here as in the
+// others' Configs and options: Name, Logger, TLSConfig, DialTimeout,
+// Backoff (a broker.Backoff, the waits between reconnect rounds and other
+// retries) and MaxMessageSize, set by WithName, WithLogger, WithTLSConfig,
+// WithDialTimeout, WithBackoff and WithMaxMessageSize; WithConfig reaches
+// the rest.
+//
 // Mapping: a topic is a durable exchange of type topic; Message.Key is the
 // routing key; a subscription group is a durable queue named
 // "<topic>.<group>" bound to the exchange with routing pattern "#" (see
@@ -72,8 +86,9 @@ var _ broker.Broker = (*Broker)(nil)
 // Open connects to the first reachable server of cfg.URLs (each tried once,
 // in order, within ctx and Config.DialTimeout) and returns a Broker whose
 // supervisor keeps the connection up from then on. Configuration errors
-// (malformed URL, unreadable TLS files) wrap ErrInvalidOption and are
-// reported before anything is dialled; refused credentials wrap
+// (malformed URL, unreadable TLS files, a negative duration or size, a
+// Backoff.Max below Backoff.Initial) wrap ErrInvalidOption, name what is
+// wrong and are reported before anything is dialled; refused credentials wrap
 // ErrUnauthorized, an unknown vhost ErrNotFound, unreachable servers
 // ErrUnavailable. Errors and logs never contain the URL's password.
 func Open(ctx context.Context, cfg Config) (*Broker, error) {
@@ -110,24 +125,32 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	return b, nil
 }
 
-// OpenURL opens a Broker from one amqp:// or amqps:// URL, which may list
-// several comma-separated hosts, with opts applied to the Config. See Open.
-func OpenURL(ctx context.Context, rawURL string, opts ...Option) (*Broker, error) {
-	cfg := Config{URLs: []string{rawURL}}
+// OpenURL opens a Broker from target, one amqp:// or amqps:// URL which
+// may list several comma-separated hosts (see Config.URLs), with opts
+// applied in order to the Config. It behaves as Open.
+func OpenURL(ctx context.Context, target string, opts ...Option) (*Broker, error) {
+	return Open(ctx, urlConfig(target, opts...))
+}
+
+// urlConfig is the Config OpenURL opens.
+func urlConfig(target string, opts ...Option) Config {
+	cfg := Config{URLs: []string{target}}
 	for _, o := range opts {
 		if o != nil {
 			o(&cfg)
 		}
 	}
-	return Open(ctx, cfg)
+	return cfg
 }
 
-// Opener opens a Broker from a URL for the registry's amqp:// and amqps://
-// schemes, logging through logger as instance name. It behaves as OpenURL.
-func Opener(ctx context.Context, rawURL string, logger *slog.Logger, name string) (broker.Broker, error) {
-	b, err := OpenURL(ctx, rawURL, WithLogger(logger), WithName(name))
+// Opener opens a Broker for a registry's amqp:// and amqps:// schemes:
+// OpenURL(ctx, target) named oc.Name, logging through oc.Logger (nil:
+// slog.Default()). Its signature is registry.Opener's, so
+// reg.Register("amqp", rabbit.Opener) works as it is.
+func Opener(ctx context.Context, target string, oc driver.OpenConfig) (broker.Broker, error) {
+	b, err := OpenURL(ctx, target, WithLogger(oc.Logger), WithName(oc.Name))
 	if err != nil {
-		return nil, err
+		return nil, err // not a typed nil in the interface
 	}
 	return b, nil
 }

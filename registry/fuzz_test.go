@@ -30,7 +30,7 @@ var frontDoorPlacements = []secrettest.Placement{
 }
 
 // FuzzOpen: whatever the target, the registry and the two adapters' own
-// front doors (rabbit.Opener, eventhubs.OpenTarget) return an error that,
+// front doors (rabbit.Opener, eventhubs.Opener) return an error that,
 // in every rendering, and the logs they write, never hold a secret placed
 // where a parser could take it as a password, key or signature. The ctx
 // is cancelled, so nothing is dialled; parsing happens first.
@@ -58,12 +58,12 @@ func FuzzOpen(f *testing.F) {
 		} else {
 			errs = append(errs, err)
 		}
-		if b, err := rabbit.Opener(ctx, in, log, "fuzz"); err == nil {
+		if b, err := rabbit.Opener(ctx, in, registry.OpenConfig{Name: "fuzz", Logger: log}); err == nil {
 			_ = b.Close(ctx)
 		} else {
 			errs = append(errs, err)
 		}
-		if b, err := eventhubs.OpenTarget(ctx, in, log, "fuzz"); err == nil {
+		if b, err := eventhubs.Opener(ctx, in, registry.OpenConfig{Name: "fuzz", Logger: log}); err == nil {
 			_ = b.Close(ctx)
 		} else {
 			errs = append(errs, err)

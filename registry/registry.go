@@ -27,6 +27,7 @@ import (
 	"sync"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 	"github.com/isobroker/broker/internal/redact"
 )
 
@@ -50,13 +51,11 @@ const ConnectionStringScheme = "sb"
 // broker.ErrInvalidOption for malformed targets.
 type Opener func(ctx context.Context, target string, cfg OpenConfig) (broker.Broker, error)
 
-// OpenConfig carries the registry's settings to an Opener.
-type OpenConfig struct {
-	// Name names the instance in logs ("" for unnamed instances).
-	Name string
-	// Logger is the registry's logger, never nil.
-	Logger *slog.Logger
-}
+// OpenConfig carries the registry's settings to an Opener: the instance's
+// Name ("" for unnamed instances) and the registry's Logger, never nil. It
+// is driver.OpenConfig, so that every adapter's Opener (rabbit.Opener,
+// eventhubs.Opener) is an Opener as it is.
+type OpenConfig = driver.OpenConfig
 
 // Option configures New.
 type Option func(*Registry)
@@ -84,11 +83,7 @@ func New(opts ...Option) *Registry {
 	if r.logger == nil {
 		r.logger = slog.Default()
 	}
-	r.openers["mem"] = openMem
-	r.openers["amqp"] = openRabbit
-	r.openers["amqps"] = openRabbit
-	r.openers[ConnectionStringScheme] = openEventHubs
-	r.openers["eventhubs"] = openEventHubs
+	addBuiltins(r.openers)
 	return r
 }
 

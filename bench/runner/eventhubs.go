@@ -170,7 +170,7 @@ func eventHubsContenders(v versions, emu *emulatorProc, adapterReady bool) (cs, 
 		}}
 	openOurs := func(subOpts ...broker.SubscribeOption) func(ctx context.Context, _ string) (client, error) {
 		return func(ctx context.Context, _ string) (client, error) {
-			b, err := eventhubs.Open(ctx, emu.namespaceConnStr(), eventhubs.WithLogger(slog.New(slog.DiscardHandler)))
+			b, err := eventhubs.OpenURL(ctx, emu.namespaceConnStr(), eventhubs.WithLogger(slog.New(slog.DiscardHandler)))
 			if err != nil {
 				return nil, err
 			}

@@ -373,8 +373,8 @@ func (b *bench) targets() []target {
 		}
 		ts = append(ts, t)
 	}
-	ts = append(ts, b.recoveryTarget("rabbit", "recovery-rabbitmq", "fresh-rabbitmq", ours, "rabbit.DefaultReconnectInitial", rabbit.DefaultReconnectInitial, fixRecovery))
-	ehRec := b.recoveryTarget("eventhubs", "recovery-eventhubs", "fresh-eventhubs", eh, "eventhubs.DefaultRetryBaseDelay", eventhubs.DefaultRetryBaseDelay, fixRecovery)
+	ts = append(ts, b.recoveryTarget("rabbit", "recovery-rabbitmq", "fresh-rabbitmq", ours, "rabbit.DefaultBackoffInitial", rabbit.DefaultBackoffInitial, fixRecovery))
+	ehRec := b.recoveryTarget("eventhubs", "recovery-eventhubs", "fresh-eventhubs", eh, "eventhubs.DefaultBackoffInitial", eventhubs.DefaultBackoffInitial, fixRecovery)
 	if eh.notReady != "" {
 		ehRec.met, ehRec.measured = nil, notReady
 	}

@@ -132,7 +132,7 @@ func TestRunTLSAndWebSockets(t *testing.T) {
 			opts := append([]eventhubs.Option{eventhubs.WithTLSConfig(&tls.Config{RootCAs: roots}), eventhubs.WithLogger(slog.New(slog.DiscardHandler))}, c.opts...)
 			octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer ocancel()
-			b, err := eventhubs.Open(octx, c.cs, opts...)
+			b, err := eventhubs.OpenURL(octx, c.cs, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -111,7 +111,7 @@ func run(ctx context.Context, out io.Writer, strategy eventhubs.Strategy, interv
 		_ = emu.Close(ctx)
 	}()
 	open := func(name string) (*eventhubs.Broker, error) {
-		return eventhubs.Open(ctx, emu.ConnectionString(""), eventhubs.WithName(name), eventhubs.WithLogger(logger))
+		return eventhubs.OpenURL(ctx, emu.ConnectionString(""), eventhubs.WithName(name), eventhubs.WithLogger(logger))
 	}
 	closeBroker := func(b *eventhubs.Broker) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

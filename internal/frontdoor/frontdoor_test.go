@@ -83,9 +83,9 @@ func TestOpenForms(t *testing.T) {
 			return err
 		}
 	}
-	openRabbit := func(url string) func() error {
+	openRabbit := func(url string, opts ...rabbit.Option) func() error {
 		return func() error {
-			b, err := rabbit.OpenURL(ctx, url, rabbit.WithLogger(quiet()))
+			b, err := rabbit.OpenURL(ctx, url, append([]rabbit.Option{rabbit.WithLogger(quiet())}, opts...)...)
 			if err == nil {
 				_ = b.Close(ctx)
 			}
@@ -94,7 +94,7 @@ func TestOpenForms(t *testing.T) {
 	}
 	openEH := func(cs string) func() error {
 		return func() error {
-			b, err := eventhubs.Open(ctx, cs, eventhubs.WithLogger(quiet()))
+			b, err := eventhubs.OpenURL(ctx, cs, eventhubs.WithLogger(quiet()))
 			if err == nil {
 				_ = b.Close(ctx)
 			}
@@ -104,7 +104,7 @@ func TestOpenForms(t *testing.T) {
 	openEHConfig := func(c eventhubs.Config) func() error {
 		return func() error {
 			c.Logger = quiet()
-			b, err := eventhubs.OpenConfig(ctx, c)
+			b, err := eventhubs.Open(ctx, c)
 			if err == nil {
 				_ = b.Close(ctx)
 			}
@@ -126,25 +126,33 @@ func TestOpenForms(t *testing.T) {
 		{"rabbit.OpenURL(\"amqp://h/?heartbeat=soon\")", openRabbit("amqp://h/?heartbeat=soon"), broker.ErrInvalidOption, "heartbeat"},
 		{"rabbit.OpenURL(\"amqps://h/?cacertfile=/nonexistent\")", openRabbit("amqps://h/?cacertfile=/nonexistent"), broker.ErrInvalidOption, "cacertfile"},
 		{"rabbit.Open(Config{})", func() error { _, err := rabbit.Open(ctx, rabbit.Config{}); return err }, broker.ErrInvalidOption, "no URL"},
-		{"eventhubs.Open(\"\")", openEH(""), broker.ErrInvalidOption, "Endpoint"},
-		{"eventhubs.Open(\"Endpoint=sb://ns/\") (no key)", openEH("Endpoint=sb://ns/"), broker.ErrInvalidOption, "SharedAccessKeyName"},
-		{"eventhubs.Open(\"Endpoint=%zz;…\")", openEH("Endpoint=%zz;SharedAccessKeyName=k;SharedAccessKey=x"), broker.ErrInvalidOption, "not a URL"},
-		{"eventhubs.Open(\"…;UseDevelopmentEmulator=maybe\")", openEH("Endpoint=sb://ns/;SharedAccessKeyName=k;SharedAccessKey=x;UseDevelopmentEmulator=maybe"), broker.ErrInvalidOption, "UseDevelopmentEmulator"},
-		{"eventhubs.Open(\"k=v;garbage\")", openEH("Endpoint=sb://ns/;garbage"), broker.ErrInvalidOption, "no '='"},
-		{"eventhubs.OpenTarget(\"eventhubs://k:***@ns/a/b\")", func() error {
-			_, err := eventhubs.OpenTarget(ctx, "eventhubs://k:secret@ns/a/b", quiet(), "")
+		{"rabbit.Opener(\"amqp://u:***@h/?heartbeat=soon\")", func() error {
+			_, err := rabbit.Opener(ctx, "amqp://u:secret@h/?heartbeat=soon", registry.OpenConfig{Logger: quiet()})
+			return err
+		}, broker.ErrInvalidOption, "heartbeat"},
+		{"rabbit.OpenURL(…, WithDialTimeout(-1s))", openRabbit("amqp://h/", rabbit.WithDialTimeout(-time.Second)), broker.ErrInvalidOption, "DialTimeout"},
+		{"rabbit.OpenURL(…, WithMaxMessageSize(-1))", openRabbit("amqp://h/", rabbit.WithMaxMessageSize(-1)), broker.ErrInvalidOption, "MaxMessageSize"},
+		{"rabbit.OpenURL(…, WithBackoff({Initial: -1s}))", openRabbit("amqp://h/", rabbit.WithBackoff(broker.Backoff{Initial: -time.Second})), broker.ErrInvalidOption, "Backoff.Initial"},
+		{"rabbit.OpenURL(…, WithBackoff({Initial: 1m, Max: 1s}))", openRabbit("amqp://h/", rabbit.WithBackoff(broker.Backoff{Initial: time.Minute, Max: time.Second})), broker.ErrInvalidOption, "Backoff.Max"},
+		{"eventhubs.OpenURL(\"\")", openEH(""), broker.ErrInvalidOption, "Endpoint"},
+		{"eventhubs.OpenURL(\"Endpoint=sb://ns/\") (no key)", openEH("Endpoint=sb://ns/"), broker.ErrInvalidOption, "SharedAccessKeyName"},
+		{"eventhubs.OpenURL(\"Endpoint=%zz;…\")", openEH("Endpoint=%zz;SharedAccessKeyName=k;SharedAccessKey=x"), broker.ErrInvalidOption, "not a URL"},
+		{"eventhubs.OpenURL(\"…;UseDevelopmentEmulator=maybe\")", openEH("Endpoint=sb://ns/;SharedAccessKeyName=k;SharedAccessKey=x;UseDevelopmentEmulator=maybe"), broker.ErrInvalidOption, "UseDevelopmentEmulator"},
+		{"eventhubs.OpenURL(\"k=v;garbage\")", openEH("Endpoint=sb://ns/;garbage"), broker.ErrInvalidOption, "no '='"},
+		{"eventhubs.Opener(\"eventhubs://k:***@ns/a/b\")", func() error {
+			_, err := eventhubs.Opener(ctx, "eventhubs://k:secret@ns/a/b", registry.OpenConfig{Logger: quiet()})
 			return err
 		}, broker.ErrInvalidOption, "more than one event hub"},
-		{"eventhubs.OpenTarget(\"eventhubs://k:***@ns/h?reconnect=sometimes\")", func() error {
-			_, err := eventhubs.OpenTarget(ctx, "eventhubs://k:secret@ns/h?reconnect=sometimes", quiet(), "")
-			return err
-		}, broker.ErrInvalidOption, "reconnect"},
-		{"eventhubs.OpenConfig{Namespace: \"a/b\"}", openEHConfig(with(func(c *eventhubs.Config) { c.Namespace = "a/b" })), broker.ErrInvalidOption, "Namespace"},
-		{"eventhubs.OpenConfig{no credentials}", openEHConfig(eventhubs.Config{Namespace: "ns"}), broker.ErrInvalidOption, "no credentials"},
-		{"eventhubs.OpenConfig{SharedAccessSignature: \"sig\"}", openEHConfig(eventhubs.Config{Namespace: "ns", SharedAccessSignature: "sig"}), broker.ErrInvalidOption, "SharedAccessSignature"},
-		{"eventhubs.OpenConfig{TokenTTL: 1ms}", openEHConfig(with(func(c *eventhubs.Config) { c.TokenTTL = time.Millisecond })), broker.ErrInvalidOption, "TokenTTL"},
-		{"eventhubs.OpenConfig{MaxMessageSize: -1}", openEHConfig(with(func(c *eventhubs.Config) { c.MaxMessageSize = -1 })), broker.ErrInvalidOption, "MaxMessageSize"},
-		{"eventhubs.OpenConfig{CustomEndpoint: \"https://x/\"}", openEHConfig(with(func(c *eventhubs.Config) { c.CustomEndpoint = "https://x/" })), broker.ErrInvalidOption, "CustomEndpoint"},
+		{"eventhubs.OpenURL(\"eventhubs://k:***@ns/h?reconnect=sometimes\")", openEH("eventhubs://k:secret@ns/h?reconnect=sometimes"), broker.ErrInvalidOption, "reconnect"},
+		{"eventhubs.Open(Config{Namespace: \"a/b\"})", openEHConfig(with(func(c *eventhubs.Config) { c.Namespace = "a/b" })), broker.ErrInvalidOption, "Namespace"},
+		{"eventhubs.Open(Config{no credentials})", openEHConfig(eventhubs.Config{Namespace: "ns"}), broker.ErrInvalidOption, "no credentials"},
+		{"eventhubs.Open(Config{SharedAccessSignature: \"sig\"})", openEHConfig(eventhubs.Config{Namespace: "ns", SharedAccessSignature: "sig"}), broker.ErrInvalidOption, "SharedAccessSignature"},
+		{"eventhubs.Open(Config{TokenTTL: 1ms})", openEHConfig(with(func(c *eventhubs.Config) { c.TokenTTL = time.Millisecond })), broker.ErrInvalidOption, "TokenTTL"},
+		{"eventhubs.Open(Config{MaxMessageSize: -1})", openEHConfig(with(func(c *eventhubs.Config) { c.MaxMessageSize = -1 })), broker.ErrInvalidOption, "MaxMessageSize"},
+		{"eventhubs.Open(Config{CustomEndpoint: \"https://x/\"})", openEHConfig(with(func(c *eventhubs.Config) { c.CustomEndpoint = "https://x/" })), broker.ErrInvalidOption, "CustomEndpoint"},
+		{"eventhubs.Open(Config{DialTimeout: -1s})", openEHConfig(with(func(c *eventhubs.Config) { c.DialTimeout = -time.Second })), broker.ErrInvalidOption, "DialTimeout"},
+		{"eventhubs.Open(Config{Backoff: {Max: -1s}})", openEHConfig(with(func(c *eventhubs.Config) { c.Backoff.Max = -time.Second })), broker.ErrInvalidOption, "Backoff.Max"},
+		{"eventhubs.Open(Config{Backoff: {Initial: 1m, Max: 1s}})", openEHConfig(with(func(c *eventhubs.Config) { c.Backoff = broker.Backoff{Initial: time.Minute, Max: time.Second} })), broker.ErrInvalidOption, "Backoff.Max"},
 		{"pubsub.NewPublisher(nil)", func() error { _, err := pubsub.NewPublisher(nil); return err }, broker.ErrInvalidOption, "nil broker"},
 		{"pubsub.NewSubscriber(nil, \"g\")", func() error { _, err := pubsub.NewSubscriber(nil, "g"); return err }, broker.ErrInvalidOption, "nil broker"},
 		{"emulator.New{MaxFrameSize: 10}", func() error { _, err := emulator.New(emulator.Config{MaxFrameSize: 10}); return err }, emulator.ErrInvalidConfig, "MaxFrameSize"},
@@ -181,7 +189,7 @@ func brokers(t *testing.T) map[string]struct {
 	if err := e.AddHub("hub", 2); err != nil {
 		t.Fatal(err)
 	}
-	ehB, err := eventhubs.Open(ctx, e.ConnectionString(""), eventhubs.WithLogger(quiet()))
+	ehB, err := eventhubs.OpenURL(ctx, e.ConnectionString(""), eventhubs.WithLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -451,7 +451,7 @@ func TestJSConsumerGroupFromFlags(t *testing.T) {
 func openAdapter(t *testing.T, e *emulatorProc) *eventhubs.Broker {
 	t.Helper()
 	logs := &syncBuffer{}
-	b, err := eventhubs.Open(ctxT(t, 20*time.Second), e.namespace, eventhubs.WithName(t.Name()),
+	b, err := eventhubs.OpenURL(ctxT(t, 20*time.Second), e.namespace, eventhubs.WithName(t.Name()),
 		eventhubs.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	if err != nil {
 		t.Fatalf("open adapter: %v", err)
