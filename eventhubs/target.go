@@ -31,16 +31,25 @@ import (
 // key or parameter and never contain the key or signature. Otherwise it
 // behaves as Open.
 func OpenURL(ctx context.Context, target string, opts ...Option) (*Broker, error) {
-	cfg, err := parseTarget(target)
+	cfg, err := urlConfig(target, opts...)
 	if err != nil {
 		return nil, err
+	}
+	return Open(ctx, cfg)
+}
+
+// urlConfig is the Config OpenURL opens: target parsed, opts applied.
+func urlConfig(target string, opts ...Option) (Config, error) {
+	cfg, err := parseTarget(target)
+	if err != nil {
+		return Config{}, err
 	}
 	for _, o := range opts {
 		if o != nil {
 			o(&cfg)
 		}
 	}
-	return Open(ctx, cfg)
+	return cfg, nil
 }
 
 // parseTarget parses a connection string or an eventhubs:// URL.
