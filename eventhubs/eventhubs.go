@@ -72,7 +72,7 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		conns:   make(map[*amqpConn]struct{}),
 		senders: make(map[string]*slot[*senderLink]),
 	}
-	b.conn.timeout = cfg.DialTimeout
+	b.conn.timeout, b.conn.bound = cfg.DialTimeout, "Config.DialTimeout"
 	b.maxMsg.Store(int64(cfg.MaxMessageSize))
 	b.overhead = batchOverhead()
 	start := time.Now()

@@ -281,8 +281,17 @@ func TestDialTimeoutBoundsTheAttempt(t *testing.T) {
 	if ctx.Err() != nil || elapsed > 10*time.Second {
 		t.Fatalf("Open took %v (caller's ctx: %v): DialTimeout 300ms did not bound the attempt; err %v", elapsed, ctx.Err(), err)
 	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("err = %v, want the attempt's deadline", err)
+	// The instance's own bound ran out, not the caller's ctx: the error
+	// must say so, and must not read as the caller's deadline (which
+	// retry loops and callers take as "stop now").
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v: reads as the caller's deadline, which still had time", err)
+	}
+	if !errors.Is(err, broker.ErrUnavailable) || !broker.IsRetryable(err) {
+		t.Errorf("err = %v: want ErrUnavailable, retryable", err)
+	}
+	if !strings.Contains(err.Error(), "DialTimeout") {
+		t.Errorf("err = %v: does not name DialTimeout", err)
 	}
 }
 

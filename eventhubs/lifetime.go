@@ -2,8 +2,13 @@ package eventhubs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/driver"
 )
 
 // setupTimeout bounds one attempt at building shared state — a request
@@ -42,7 +47,7 @@ func awaitBuilt[T any](ctx context.Context, life lifetime, build func(context.Co
 		bctx, cancel := context.WithTimeout(life.ctx, setupTimeout)
 		defer cancel()
 		v, err := build(bctx)
-		done <- built{v, err}
+		done <- built{v, ownDeadline(bctx, life, err, "its setup timeout", setupTimeout)}
 	})
 	select {
 	case r := <-done:
@@ -60,6 +65,18 @@ func awaitBuilt[T any](ctx context.Context, life lifetime, build func(context.Co
 	}
 }
 
+// ownDeadline turns a build cut short by its own bound (not by the
+// instance's close) into an error that says so: it wraps
+// broker.ErrUnavailable, is retryable, and does not wrap
+// context.DeadlineExceeded, which callers and retry loops read as their
+// own ctx ending although theirs may have time left.
+func ownDeadline(bctx context.Context, life lifetime, err error, bound string, d time.Duration) error {
+	if err == nil || life.ctx.Err() != nil || !errors.Is(bctx.Err(), context.DeadlineExceeded) {
+		return err
+	}
+	return driver.MarkRetryable(fmt.Errorf("%w: not done within %s (%v): %v", broker.ErrUnavailable, bound, d, err))
+}
+
 // slot holds one lazily built value (a connection, a link) shared by the
 // instance's callers. One build runs at a time, under the instance's
 // lifetime (see awaitBuilt); every caller — the one that started it
@@ -68,6 +85,7 @@ func awaitBuilt[T any](ctx context.Context, life lifetime, build func(context.Co
 // building.
 type slot[T comparable] struct {
 	timeout  time.Duration // bounds each build; 0: setupTimeout
+	bound    string        // names timeout in errors ("" : its setup timeout)
 	mu       sync.Mutex
 	val      T
 	building *flight[T]
@@ -96,14 +114,18 @@ func (s *slot[T]) get(ctx context.Context, life lifetime, abort <-chan struct{},
 	if f == nil {
 		f = &flight[T]{done: make(chan struct{})}
 		s.building = f
-		timeout := s.timeout
+		timeout, bound := s.timeout, s.bound
 		if timeout <= 0 {
 			timeout = setupTimeout
+		}
+		if bound == "" {
+			bound = "its setup timeout"
 		}
 		life.wg.Go(func() {
 			bctx, cancel := context.WithTimeout(life.ctx, timeout)
 			defer cancel()
 			v, err := build(bctx)
+			err = ownDeadline(bctx, life, err, bound, timeout)
 			s.mu.Lock()
 			s.building = nil
 			f.val, f.err = v, err

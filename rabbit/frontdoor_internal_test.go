@@ -256,3 +256,34 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestDialTimeoutIsNotTheCallersDeadline: when DialTimeout cuts an
+// attempt short while the caller's ctx still has time, Open's error says
+// that the server did not answer in time — ErrUnavailable, retryable,
+// naming DialTimeout — and does not read as the caller's own deadline.
+func TestDialTimeoutIsNotTheCallersDeadline(t *testing.T) {
+	addr, dialled := silentListener(t) // accepts (backlog) and never speaks AMQP
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, err := Open(ctx, Config{URLs: []string{"amqp://u:pw@" + addr + "/"}, DialTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err == nil {
+		_ = b.Close(ctx)
+		t.Fatal("Open against a silent peer succeeded")
+	}
+	if !dialled() {
+		t.Fatal("the peer was never dialled: the test proves nothing")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the caller's ctx ended (%v): DialTimeout did not bound the attempt", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v: reads as the caller's deadline, which still had time", err)
+	}
+	if !errors.Is(err, broker.ErrUnavailable) || !broker.IsRetryable(err) {
+		t.Errorf("err = %v: want ErrUnavailable, retryable", err)
+	}
+	if !strings.Contains(err.Error(), "DialTimeout") {
+		t.Errorf("err = %v: does not name DialTimeout", err)
+	}
+}

@@ -381,6 +381,11 @@ func (l *link) dial(ctx context.Context, idx int) (*session, error) {
 	cfg := l.b.cfg
 	ep := cfg.endpoints[idx]
 	begin := time.Now()
+	// ownBound: DialTimeout, not the caller's deadline, is what ends this
+	// attempt if it runs out of time.
+	outer := ctx
+	dl, hasDL := outer.Deadline()
+	ownBound := !hasDL || dl.After(begin.Add(cfg.DialTimeout))
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	l.log.Debug("rabbit: dialing", "host", ep.redacted)
@@ -439,10 +444,17 @@ func (l *link) dial(ctx context.Context, idx int) (*session, error) {
 			_ = raw.Close() // amqp091 leaves the socket open on some handshake errors
 		}
 		rawMu.Unlock()
-		if cerr := expired(ctx); cerr != nil && !serverSent(err) {
-			err = fmt.Errorf("%w (%v)", cerr, err)
+		switch cerr := expired(ctx); {
+		case cerr == nil || serverSent(err):
+			err = wireError(what, err)
+		case ownBound && outer.Err() == nil:
+			// The server did not answer within DialTimeout: not the
+			// caller's deadline, which still has time, and worth a retry.
+			err = driver.MarkRetryable(fmt.Errorf("%s: %w: no connection within DialTimeout (%v): %v",
+				what, broker.ErrUnavailable, cfg.DialTimeout, err))
+		default:
+			err = wireError(what, fmt.Errorf("%w (%v)", cerr, err))
 		}
-		err = wireError(what, err)
 		l.log.Debug("rabbit: dial failed", "host", ep.redacted, "err", err, "took", time.Since(begin).Round(time.Millisecond))
 		return nil, err
 	}
