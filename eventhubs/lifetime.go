@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -70,9 +71,21 @@ func awaitBuilt[T any](ctx context.Context, life lifetime, build func(context.Co
 // broker.ErrUnavailable, is retryable, and does not wrap
 // context.DeadlineExceeded, which callers and retry loops read as their
 // own ctx ending although theirs may have time left.
+//
+// The build's socket deadlines come from bctx and may fire a moment
+// before bctx's own timer, so the bound counts as reached by the clock
+// too; only a timeout error is converted, never a refusal that happened
+// to come late.
 func ownDeadline(bctx context.Context, life lifetime, err error, bound string, d time.Duration) error {
-	if err == nil || life.ctx.Err() != nil || !errors.Is(bctx.Err(), context.DeadlineExceeded) {
+	if err == nil || life.ctx.Err() != nil {
 		return err
+	}
+	var ne net.Error
+	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+		return err
+	}
+	if dl, ok := bctx.Deadline(); bctx.Err() == nil && (!ok || time.Now().Before(dl)) {
+		return err // a timeout of something else, before the bound
 	}
 	return driver.MarkRetryable(fmt.Errorf("%w: not done within %s (%v): %v", broker.ErrUnavailable, bound, d, err))
 }
