@@ -14,8 +14,21 @@
 // Isolation group holds isolation's promise — the FastStream loop (opening
 // and closing one instance over and over never hangs another's publish),
 // closing one instance while another publishes, a stuck instance closing
-// by its Close ctx, a subscription's end staying local, and no goroutine
-// left — so any adapter, ours or a user's, inherits it by calling Run.
+// by its Close ctx, a subscription's end staying local, refused
+// credentials staying local, a severed instance recovering without
+// disturbing another, and no goroutine left — so any adapter, ours or a
+// user's, inherits it by calling Run.
+//
+// Two of those scenarios need a fault the Broker interface cannot ask for,
+// so the Harness has optional hooks for them; an adapter with a server
+// should provide both:
+//
+//   - OpenBadCredentials (scenario BadCredentialsAreLocal): open an
+//     instance whose credentials the server refuses.
+//   - Sever (scenario SeveredInstanceIsLocal): cut one instance's
+//     connections from outside, e.g. through a per-instance TCP proxy.
+//
+// A nil hook skips its scenario, naming the hook.
 package brokertest
 
 import (
@@ -48,6 +61,36 @@ type Harness struct {
 	// asynchronously, on its own schedule, and that the adapter cannot
 	// wait for. Goroutines running before a scenario are always ignored.
 	IgnoreGoroutines []goleak.Option
+
+	// The optional hooks below let the Isolation group inject faults an
+	// adapter cannot be asked for through broker.Broker. Each one that is
+	// nil skips its scenario with t.Skip, naming the hook: honest for a
+	// broker without a server or credentials (mem), and a visible gap for
+	// any other.
+
+	// OpenBadCredentials opens an instance of the same server Open uses,
+	// with credentials the server refuses (a wrong password or key). It
+	// must return an error wrapping broker.ErrUnauthorized, for which
+	// broker.IsRetryable is false, and return it promptly (within 5 s,
+	// although ctx allows more): an adapter that retries refused
+	// credentials until ctx ends fails. An adapter that checks credentials
+	// only on first use may instead return a Broker whose first Publish
+	// and Subscribe each fail that way; the suite then closes it. Never a
+	// working instance. Scenario BadCredentialsAreLocal calls it 20 times
+	// while another instance publishes and consumes.
+	OpenBadCredentials func(ctx context.Context) (broker.Broker, error)
+
+	// Sever cuts every connection of b, an instance Open returned, from
+	// outside — as a network fault, or the server closing them, would —
+	// and returns once they are cut. It must not touch any other
+	// instance's connections, and must let b connect again at once: the
+	// suite expects b to notice the loss (its State leaves
+	// StateConnected) and recover by itself. Typically Open dials each
+	// instance through its own TCP proxy and Sever closes that proxy's
+	// connections (internal/tcpproxy does this for this module's
+	// adapters). It is called on the test's goroutine and reports its own
+	// failures through t. Scenario SeveredInstanceIsLocal uses it.
+	Sever func(t testing.TB, b broker.Broker)
 }
 
 func (h Harness) withDefaults() Harness {

@@ -37,6 +37,8 @@ func (s *suite) testIsolation(t *testing.T) {
 		{"CloseWhileOtherPublishes", s.testCloseWhileOtherPublishes},
 		{"StuckInstanceClosesByContext", s.testStuckInstanceClosesByContext},
 		{"SubscriptionEndIsLocal", s.testSubscriptionEndIsLocal},
+		{"BadCredentialsAreLocal", s.testBadCredentialsAreLocal},
+		{"SeveredInstanceIsLocal", s.testSeveredInstanceIsLocal},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -105,6 +107,71 @@ func (c *isoCounter) distinct() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.seen)
+}
+
+func (c *isoCounter) has(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen[id] > 0
+}
+
+// missing returns how many of "<prefix>-0" … "<prefix>-(n-1)" the counter
+// has not seen, and the first of them.
+func (c *isoCounter) missing(prefix string, n int) (int, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	count, first := 0, ""
+	for i := range n {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		if c.seen[id] == 0 {
+			if count == 0 {
+				first = id
+			}
+			count++
+		}
+	}
+	return count, first
+}
+
+// waitMore waits up to d for another delivery.
+func (c *isoCounter) waitMore(d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-c.more:
+	case <-timer.C:
+	}
+}
+
+// waitForID waits until the counter has seen id.
+func (c *isoCounter) waitForID(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.After(isoWaitBound)
+	for !c.has(id) {
+		select {
+		case <-c.more:
+		case <-deadline:
+			t.Fatalf("%s not received within %v", id, isoWaitBound)
+		}
+	}
+}
+
+// waitForSeries waits until the counter has seen every one of
+// "<prefix>-0" … "<prefix>-(n-1)".
+func (c *isoCounter) waitForSeries(t *testing.T, prefix string, n int) {
+	t.Helper()
+	deadline := time.After(isoWaitBound)
+	for {
+		left, first := c.missing(prefix, n)
+		if left == 0 {
+			return
+		}
+		select {
+		case <-time.After(50 * time.Millisecond): // missing is O(n): poll, no rescan per delivery
+		case <-deadline:
+			t.Fatalf("%d of %s-0…%s-%d not received within %v (first missing: %s)", left, prefix, prefix, n-1, isoWaitBound, first)
+		}
+	}
 }
 
 // waitFor waits until the counter has seen n distinct IDs.
