@@ -2,10 +2,12 @@ package rabbit_test
 
 import (
 	"context"
+	"net/url"
 	"testing"
 
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/brokertest"
+	"github.com/isobroker/broker/internal/tcpproxy"
 	"github.com/isobroker/broker/rabbit"
 )
 
@@ -14,11 +16,7 @@ import (
 func TestConformance(t *testing.T) {
 	url := shared.URL(t)
 	leakCheck(t)
-	brokertest.Run(t, brokertest.Harness{
-		Open: func(ctx context.Context) (broker.Broker, error) {
-			return rabbit.OpenURL(ctx, url, rabbit.WithLogger(testLogger()), rabbit.WithName("conformance"))
-		},
-	})
+	brokertest.Run(t, conformanceHarness(t, url, rabbit.WithName("conformance")))
 }
 
 func TestConformanceSingleConnection(t *testing.T) {
@@ -27,10 +25,70 @@ func TestConformanceSingleConnection(t *testing.T) {
 	}
 	url := shared.URL(t)
 	leakCheck(t)
-	brokertest.Run(t, brokertest.Harness{
+	brokertest.Run(t, conformanceHarness(t, url, rabbit.WithName("conformance-single"),
+		rabbit.WithConfig(func(c *rabbit.Config) { c.SingleConnection = true })))
+}
+
+// conformanceHarness opens every instance on nodeURL with opts, through a
+// proxy of its own (internal/tcpproxy), so that the harness can sever one
+// instance's connections and no other's. OpenBadCredentials uses the same
+// node with a wrong password.
+func conformanceHarness(t *testing.T, nodeURL string, opts ...rabbit.Option) brokertest.Harness {
+	t.Helper()
+	u, err := url.Parse(nodeURL)
+	if err != nil {
+		t.Fatalf("parse %s: %v", nodeURL, err)
+	}
+	opts = append([]rabbit.Option{rabbit.WithLogger(testLogger())}, opts...)
+	bad := *u
+	bad.User = url.UserPassword(u.User.Username(), "not-the-password")
+	return brokertest.Harness{
 		Open: func(ctx context.Context) (broker.Broker, error) {
-			return rabbit.OpenURL(ctx, url, rabbit.WithLogger(testLogger()), rabbit.WithName("conformance-single"),
-				rabbit.WithConfig(func(c *rabbit.Config) { c.SingleConnection = true }))
+			px, err := tcpproxy.Start(u.Host)
+			if err != nil {
+				return nil, err
+			}
+			via := *u
+			via.Host = px.Addr()
+			b, err := rabbit.OpenURL(ctx, via.String(), opts...)
+			if err != nil {
+				px.Close()
+				return nil, err
+			}
+			return &proxied{Broker: b, px: px}, nil
 		},
-	})
+		OpenBadCredentials: func(ctx context.Context) (broker.Broker, error) {
+			b, err := rabbit.OpenURL(ctx, bad.String(), opts...)
+			if err != nil {
+				return nil, err
+			}
+			return b, nil
+		},
+		Sever: severProxied,
+	}
+}
+
+// proxied is an instance that reaches its server through a proxy of its
+// own; the proxy stops when the instance is closed.
+type proxied struct {
+	*rabbit.Broker
+	px *tcpproxy.Proxy
+}
+
+func (p *proxied) Close(ctx context.Context) error {
+	err := p.Broker.Close(ctx)
+	p.px.Close()
+	return err
+}
+
+// severProxied cuts every connection of b, which the harness opened.
+func severProxied(t testing.TB, b broker.Broker) {
+	t.Helper()
+	p, ok := b.(*proxied)
+	if !ok {
+		t.Fatalf("Sever: %T was not opened by the harness", b)
+	}
+	if n := p.px.Sever(); n == 0 {
+		t.Fatalf("Sever: the instance had no connection to cut")
+	}
 }
