@@ -3,20 +3,84 @@ package eventhubs_test
 import (
 	"context"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/brokertest"
 	"github.com/isobroker/broker/eventhubs"
 	"github.com/isobroker/broker/eventhubs/emulator"
+	"github.com/isobroker/broker/internal/tcpproxy"
 )
 
+// TestConformance opens every instance through a proxy of its own
+// (internal/tcpproxy, via WithCustomEndpoint), so that the harness can
+// sever one instance's connections and no other's.
 func TestConformance(t *testing.T) {
 	e := startEmulator(t, emulator.Config{AutoCreate: true})
+	quiet := eventhubs.WithLogger(slog.New(slog.DiscardHandler))
+	// Refused credentials: the emulator's connection string with a wrong
+	// key. eventhubs.Open checks them at once when the connection string
+	// names a hub, and on first use when it does not; the attempts
+	// alternate, so the suite sees both.
+	const wrongKey = "V1JPTkdXUk9OR1dST05HV1JPTkdXUk9ORw=="
+	badHub := newHub(t, e, 1)
+	var attempts atomic.Int64
+	// asBroker keeps a nil *Broker from becoming a non-nil interface.
+	asBroker := func(b *eventhubs.Broker, err error) (broker.Broker, error) {
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
 	brokertest.Run(t, brokertest.Harness{
 		Open: func(ctx context.Context) (broker.Broker, error) {
-			return eventhubs.OpenURL(ctx, e.ConnectionString(""), eventhubs.WithLogger(slog.New(slog.DiscardHandler)))
+			px, err := tcpproxy.Start(e.Addr())
+			if err != nil {
+				return nil, err
+			}
+			b, err := eventhubs.OpenURL(ctx, e.ConnectionString(""), quiet, eventhubs.WithCustomEndpoint(px.Addr()))
+			if err != nil {
+				px.Close()
+				return nil, err
+			}
+			return &proxied{Broker: b, px: px}, nil
 		},
 		NewTopic: func(t testing.TB) string { return newHub(t, e, 4) },
+		OpenBadCredentials: func(ctx context.Context) (broker.Broker, error) {
+			hub := ""
+			if attempts.Add(1)%2 == 0 {
+				hub = badHub
+			}
+			cs := strings.Replace(e.ConnectionString(hub), "SharedAccessKey="+e.Key(), "SharedAccessKey="+wrongKey, 1)
+			return asBroker(eventhubs.OpenURL(ctx, cs, quiet))
+		},
+		Sever: severProxied,
 	})
+}
+
+// proxied is an instance that reaches the emulator through a proxy of its
+// own; the proxy stops when the instance is closed.
+type proxied struct {
+	*eventhubs.Broker
+	px *tcpproxy.Proxy
+}
+
+func (p *proxied) Close(ctx context.Context) error {
+	err := p.Broker.Close(ctx)
+	p.px.Close()
+	return err
+}
+
+// severProxied cuts every connection of b, which the harness opened.
+func severProxied(t testing.TB, b broker.Broker) {
+	t.Helper()
+	p, ok := b.(*proxied)
+	if !ok {
+		t.Fatalf("Sever: %T was not opened by the harness", b)
+	}
+	if n := p.px.Sever(); n == 0 {
+		t.Fatalf("Sever: the instance had no connection to cut")
+	}
 }
