@@ -71,13 +71,16 @@ type Harness struct {
 	// OpenBadCredentials opens an instance of the same server Open uses,
 	// with credentials the server refuses (a wrong password or key). It
 	// must return an error wrapping broker.ErrUnauthorized, for which
-	// broker.IsRetryable is false, and return it promptly (within 5 s,
-	// although ctx allows more): an adapter that retries refused
-	// credentials until ctx ends fails. An adapter that checks credentials
-	// only on first use may instead return a Broker whose first Publish
-	// and Subscribe each fail that way; the suite then closes it. Never a
-	// working instance. Scenario BadCredentialsAreLocal calls it 20 times
-	// while another instance publishes and consumes.
+	// broker.IsRetryable is false, and return it promptly: within 10 s,
+	// room for a server's own delay (RabbitMQ holds a refused login for
+	// 3 s), although ctx allows 30 s, so that an adapter that retries
+	// refused credentials until ctx ends fails. An adapter that checks
+	// credentials only on first use may instead return a Broker whose
+	// first Publish and Subscribe each fail that way, within the same
+	// bound; the suite then closes it. Never a working instance. Scenario
+	// BadCredentialsAreLocal calls it 20 times, 5 at a time (it must be
+	// safe for concurrent use), while another instance publishes and
+	// consumes.
 	OpenBadCredentials func(ctx context.Context) (broker.Broker, error)
 
 	// Sever cuts every connection of b, an instance Open returned, from

@@ -72,6 +72,7 @@ func (s *suite) testBadCredentialsAreLocal(t *testing.T) {
 		tooks = append(tooks, slices.Max(took).Round(time.Millisecond))
 	}
 
+	pub.waitMore(t, 100) // B keeps working after the last refusal
 	sent := pub.stop()
 	watch.expectNone(t, "B")
 	got.waitForSeries(t, "b", sent)
@@ -180,6 +181,7 @@ func (s *suite) testSeveredInstanceIsLocal(t *testing.T) {
 		recoveries = append(recoveries, time.Since(cut).Round(time.Millisecond))
 	}
 
+	pub.waitMore(t, 100) // B keeps working after the last cut
 	sent := pub.stop()
 	watchB.expectNone(t, "B")
 	gotB.waitForSeries(t, "b", sent)
@@ -284,6 +286,26 @@ func isoStartPublisher(t *testing.T, b broker.Broker, topic, prefix string) *iso
 		}
 	}()
 	return p
+}
+
+// waitMore waits until n more publishes than now have succeeded, so that
+// the instance keeps working for a while after a fault, not just during
+// it. It fails t if publishing stopped or isoWaitBound passed first.
+func (p *isoPublisher) waitMore(t *testing.T, n int) {
+	t.Helper()
+	want := p.sent.Load() + int64(n)
+	deadline := time.Now().Add(isoWaitBound)
+	for p.sent.Load() < want {
+		select {
+		case <-p.done:
+			t.Fatalf("publishing stopped after %d messages", p.sent.Load())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d publishes succeeded within %v, want %d", p.sent.Load()-want+int64(n), isoWaitBound, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // stop ends publishing and returns how many publishes succeeded: those
