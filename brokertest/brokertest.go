@@ -78,7 +78,7 @@ type Harness struct {
 	// credentials only on first use may instead return a Broker whose
 	// first Publish and Subscribe each fail that way, within the same
 	// bound; the suite then closes it. Never a working instance. Scenario
-	// BadCredentialsAreLocal calls it 20 times, 5 at a time (it must be
+	// BadCredentialsAreLocal calls it 20 times, 10 at a time (it must be
 	// safe for concurrent use), while another instance publishes and
 	// consumes.
 	OpenBadCredentials func(ctx context.Context) (broker.Broker, error)

@@ -33,10 +33,10 @@ func (s *suite) testBadCredentialsAreLocal(t *testing.T) {
 	if s.h.OpenBadCredentials == nil {
 		t.Skip("Harness.OpenBadCredentials is nil: no way to open an instance with refused credentials")
 	}
-	// 20 attempts, 5 at a time: a server may hold each refusal for
+	// 20 attempts, 10 at a time: a server may hold each refusal for
 	// seconds (RabbitMQ: 3 s), which one at a time would make this the
 	// suite's longest scenario.
-	const rounds, perRound = 4, 5
+	const rounds, perRound = 2, 10
 	topic := s.h.NewTopic(t)
 	b := s.isoOpen(t)
 	defer isoClose(t, b)
