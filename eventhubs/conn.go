@@ -391,12 +391,18 @@ func (c *amqpConn) putToken(ctx context.Context, audience string) error {
 // lost records that c closed without Close: log it (info for the
 // service's idle close, warn otherwise) and mark the broker reconnecting.
 func (b *Broker) lost(c *amqpConn, err error) {
-	if !b.conn.drop(c) {
+	// Dropped and marked under b.mu, where a rebuild marks its
+	// replacement connected: this StateReconnecting never lands after
+	// the replacement's StateConnected. The state first: whoever reads
+	// the log line then sees the state it reports.
+	b.mu.Lock()
+	if !b.conn.drop(c) || b.isDead() {
+		b.mu.Unlock()
 		return
 	}
-	if b.isDead() {
-		return
-	}
+	b.lostAt = time.Now()
+	b.state.Set(broker.StateReconnecting, wrapErr("connection", b.cfg.Namespace, err))
+	b.mu.Unlock()
 	ae, _ := remote(err)
 	attrs := []any{"conn", c.gen, "age", time.Since(c.created)}
 	level := slog.LevelWarn
@@ -408,13 +414,7 @@ func (b *Broker) lost(c *amqpConn, err error) {
 	} else if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	b.mu.Lock()
-	b.lostAt = time.Now()
-	b.mu.Unlock()
 	attrs = append(attrs, "reconnect", b.cfg.Reconnect.String())
-	// The state first: whoever reads the log line then sees the state it
-	// reports.
-	b.state.Set(broker.StateReconnecting, wrapErr("connection", b.cfg.Namespace, err))
 	b.log.Log(context.Background(), level, "connection closed by peer", attrs...)
 	if b.cfg.Reconnect == ReconnectEager {
 		b.wg.Go(b.reconnectEagerly)
@@ -449,6 +449,19 @@ func (b *Broker) reconnectEagerly() {
 // builder at a time). It obeys ctx and the broker's death.
 func (b *Broker) getConn(ctx context.Context) (*amqpConn, error) {
 	return b.conn.get(ctx, b.life(), b.dead, broker.ErrClosed, (*amqpConn).alive, func(ctx context.Context) (*amqpConn, error) {
+		// A caller may see the connection dead before its supervisor
+		// does: report the loss here, before the replacement is
+		// connected. Left to the supervisor, it would be reported after
+		// the replacement's StateConnected (State stuck at reconnecting
+		// on a working connection) or not at all (its drop finds the
+		// replacement).
+		if old := b.conn.peek(); old != nil {
+			select {
+			case <-old.conn.Done():
+				b.lost(old, old.conn.Err())
+			default:
+			}
+		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		stop := context.AfterFunc(b.deadCtx, cancel)
@@ -481,10 +494,11 @@ func (b *Broker) getConn(ctx context.Context) (*amqpConn, error) {
 		lostAt := b.lostAt
 		b.attempts = 0
 		b.wg.Add(1)
+		// The state first, as in lost: a reader of the log line sees it.
+		// Under b.mu, as lost's and invalidate's StateReconnecting.
+		b.state.Set(broker.StateConnected, nil)
 		b.mu.Unlock()
 		go c.supervise()
-		// The state first, as in lost: a reader of the log line sees it.
-		b.state.Set(broker.StateConnected, nil)
 		if gen > 1 {
 			attrs := []any{"conn", gen, "attempt", attempt, "elapsed", time.Since(start)}
 			if !lostAt.IsZero() {
@@ -503,12 +517,17 @@ func (b *Broker) invalidate(c *amqpConn, err error) {
 		return
 	}
 	b.log.Info("dropping connection after error", "conn", c.gen, "err", err)
+	// Out of the slot (and marked, under b.mu as in lost) before it is
+	// shut down, so that no caller who sees it dead builds its
+	// replacement while it is still the slot's.
+	b.mu.Lock()
+	if b.conn.drop(c) {
+		b.state.Set(broker.StateReconnecting, err)
+	}
+	b.mu.Unlock()
 	b.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), linkCloseTimeout)
 		defer cancel()
 		c.shutdown(ctx)
 	})
-	if b.conn.drop(c) {
-		b.state.Set(broker.StateReconnecting, err)
-	}
 }
