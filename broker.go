@@ -160,4 +160,10 @@ type Capabilities struct {
 	// MaxMessageSize is the largest Body (bytes) Publish accepts; 0 means
 	// no limit beyond memory.
 	MaxMessageSize int
+	// DeadLetter: MaxDeliveries and DeadLetterTo are honoured, and a
+	// subscriber that sets neither gets DefaultMaxDeliveries into
+	// DeadLetterTopic(topic).
+	DeadLetter bool
+	// RedeliveryDelay: RedeliveryDelay and RedeliveryBackoff are honoured.
+	RedeliveryDelay bool
 }

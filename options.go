@@ -24,6 +24,16 @@ type SubscribeConfig struct {
 	// Start is where a new group starts reading, where the broker retains
 	// history (default StartLatest).
 	Start Position
+	// MaxDeliveries bounds the failed deliveries of one message before it
+	// is dead-lettered: 0 means DefaultMaxDeliveries, NoDeliveryLimit
+	// turns dead-lettering off (see MaxDeliveries).
+	MaxDeliveries int
+	// DeadLetterTopic receives dead-lettered messages ("" means
+	// DeadLetterTopic(topic)).
+	DeadLetterTopic string
+	// Redelivery delays redeliveries of failed messages (zero: at once);
+	// see RedeliveryDelay and RedeliveryBackoff.
+	Redelivery Backoff
 	// DriverOptions holds adapter-specific options added with
 	// WithDriverOption. An adapter rejects values it does not know.
 	DriverOptions []any

@@ -53,6 +53,10 @@ type Harness struct {
 	// server if the broker needs topics to exist (Event Hubs). Default: a
 	// random name.
 	NewTopic func(t testing.TB) string
+	// EnsureTopic makes sure a topic the suite did not get from NewTopic
+	// exists (a default dead-letter topic, DeadLetterTopic of a NewTopic
+	// name), for brokers whose topics must exist; nil for the others.
+	EnsureTopic func(t testing.TB, name string)
 	// Timeout bounds each wait for deliveries (default 20 s). Keep it
 	// generous: the suite runs on slow shared machines.
 	Timeout time.Duration
@@ -144,6 +148,10 @@ func Run(t *testing.T, h Harness) {
 		{"OversizeMessage", s.testOversizeMessage},
 		{"ConcurrentPublishersAndSubscribers", s.testConcurrent},
 		{"StateWatch", s.testStateWatch},
+		{"PoisonOptionsRefused", s.testPoisonOptionsRefused},
+		{"MaxDeliveriesDeadLetters", s.testMaxDeliveriesDeadLetters},
+		{"DefaultDeadLetter", s.testDefaultDeadLetter},
+		{"RedeliveryDelay", s.testRedeliveryDelay},
 		{"Isolation", s.testIsolation},
 	}
 	for _, tc := range tests {

@@ -65,7 +65,56 @@ func NewSubscribeConfig(opts ...broker.SubscribeOption) (broker.SubscribeConfig,
 	if err := c.Start.Validate(); err != nil {
 		return c, err
 	}
+	if c.MaxDeliveries < 0 && c.MaxDeliveries != broker.NoDeliveryLimit {
+		return c, fmt.Errorf("%w: max deliveries %d, want >= 1 (or UnlimitedDeliveries)", broker.ErrInvalidOption, c.MaxDeliveries)
+	}
+	if r := c.Redelivery; r.Initial < 0 || r.Max < 0 || (r.Max > 0 && r.Max < r.Initial) || (r.Initial == 0 && r.Max > 0) {
+		return c, fmt.Errorf("%w: redelivery delay %v..%v, want 0 <= Initial <= Max", broker.ErrInvalidOption, r.Initial, r.Max)
+	}
 	return c, nil
+}
+
+// CheckSupported refuses, with broker.ErrUnsupported naming the option,
+// the options of c that caps says the adapter does not honour: a start
+// position other than latest without Replay, an explicit MaxDeliveries,
+// UnlimitedDeliveries or DeadLetterTo without DeadLetter, a redelivery
+// delay without RedeliveryDelay. It also refuses a dead-letter topic equal
+// to topic (a message would come back to the subscription that gave up on
+// it). Adapters call it after CheckSubscribe.
+func CheckSupported(topic string, c broker.SubscribeConfig, caps broker.Capabilities) error {
+	if !caps.Replay && c.Start.Kind != broker.StartLatest {
+		return fmt.Errorf("start position %s: %w (this broker keeps no history for new subscriptions)", c.Start, broker.ErrUnsupported)
+	}
+	if !caps.DeadLetter && (c.MaxDeliveries != 0 || c.DeadLetterTopic != "") {
+		return fmt.Errorf("max deliveries / dead-letter topic: %w by this broker (Capabilities.DeadLetter is false)", broker.ErrUnsupported)
+	}
+	if !caps.RedeliveryDelay && c.Redelivery != (broker.Backoff{}) {
+		return fmt.Errorf("redelivery delay: %w by this broker (Capabilities.RedeliveryDelay is false)", broker.ErrUnsupported)
+	}
+	if c.DeadLetterTopic != "" && c.DeadLetterTopic == topic {
+		return fmt.Errorf("%w: dead-letter topic %q is the subscription's own topic", broker.ErrInvalidOption, topic)
+	}
+	return nil
+}
+
+// MaxDeliveriesOr is c.MaxDeliveries resolved: DefaultMaxDeliveries when
+// unset, 0 for NoDeliveryLimit (no bound), the subscriber's n otherwise.
+func MaxDeliveriesOr(c broker.SubscribeConfig) int {
+	switch c.MaxDeliveries {
+	case 0:
+		return broker.DefaultMaxDeliveries
+	case broker.NoDeliveryLimit:
+		return 0
+	}
+	return c.MaxDeliveries
+}
+
+// DeadLetterTopicOf is where topic's subscription c dead-letters.
+func DeadLetterTopicOf(topic string, c broker.SubscribeConfig) string {
+	if c.DeadLetterTopic != "" {
+		return c.DeadLetterTopic
+	}
+	return broker.DeadLetterTopic(topic)
 }
 
 // PrefetchOr returns c.Prefetch, or def when the subscriber left it at

@@ -87,6 +87,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if err != nil {
 		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
 	}
+	if err := driver.CheckSupported(topic, cfg, b.Capabilities()); err != nil {
+		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
+	}
 	cfg.Prefetch = driver.PrefetchOr(cfg, DefaultPrefetch)
 	s := &subscription{b: b, hub: topic, cfg: cfg, h: h, group: cfg.Group}
 	if s.group == "" {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/driver"
+	"github.com/isobroker/broker/internal/redact"
 )
 
 // Defaults.
@@ -114,6 +115,8 @@ func (b *Broker) Capabilities() broker.Capabilities {
 		CompetingConsumers: true,
 		PerKeyOrdering:     true,
 		MaxMessageSize:     b.cfg.maxMessageSize,
+		DeadLetter:         true,
+		RedeliveryDelay:    true,
 	}
 }
 
@@ -153,6 +156,28 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	return nil
 }
 
+// publishDeadLetter publishes m to topic as Publish does, first creating
+// the topic's broker.DeadLetterGroup queue, so that the message is kept
+// until someone reads it.
+func (b *Broker) publishDeadLetter(ctx context.Context, topic string, m *broker.Message) error {
+	b.mu.Lock()
+	if b.gate.IsClosing() {
+		b.mu.Unlock()
+		return broker.ErrClosed
+	}
+	qs := b.topics[topic]
+	if qs == nil {
+		qs = make(map[string]*queue)
+		b.topics[topic] = qs
+	}
+	name := "group:" + broker.DeadLetterGroup
+	if qs[name] == nil {
+		qs[name] = newQueue(b.cfg.queueCapacity, false)
+	}
+	b.mu.Unlock()
+	return b.Publish(ctx, topic, m)
+}
+
 // accept stamps a private copy of m and returns the queues it goes to.
 func (b *Broker) accept(topic string, m *broker.Message) (*broker.Message, []*queue) {
 	b.mu.Lock()
@@ -183,6 +208,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	}
 	cfg, err := driver.CheckSubscribe(topic, h, false, opts...)
 	if err != nil {
+		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, err)
+	}
+	if err := driver.CheckSupported(topic, cfg, b.Capabilities()); err != nil {
 		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, err)
 	}
 	if len(cfg.DriverOptions) > 0 {
@@ -293,11 +321,38 @@ func (s *subscription) work() {
 			return
 		}
 		err := s.handle(it)
-		s.q.settle(it, err == nil)
-		if err != nil {
-			s.b.log.Debug("handler nacked; message will be redelivered", "topic", s.topic, "group", s.cfg.Group, "err", err)
+		if err == nil {
+			s.q.settle(it, true)
+			continue
 		}
+		failed := it.count + 1
+		if limit := driver.MaxDeliveriesOr(s.cfg); limit > 0 && failed >= limit && s.deadLetter(it, failed, err) {
+			s.q.settle(it, true)
+			continue
+		}
+		delay := driver.RedeliveryDelayOf(s.cfg, failed)
+		s.b.log.Debug("handler nacked; message will be redelivered", "topic", s.topic, "group", s.cfg.Group,
+			"deliveries", failed, "delay", delay, "err", redact.Target(err.Error()))
+		s.q.settleAfter(it, delay)
 	}
+}
+
+// deadLetter moves the item, which failed its last allowed delivery, to
+// the dead-letter topic; false (it is then redelivered) when the broker
+// closes or the subscription's handlers are cancelled before the
+// dead-letter queue takes it.
+func (s *subscription) deadLetter(it *item, failed int, last error) bool {
+	dlt := driver.DeadLetterTopicOf(s.topic, s.cfg)
+	d := &broker.Delivery{Message: it.msg, Group: s.cfg.Group}
+	m := driver.DeadLetter(d, s.topic, s.cfg.Group, failed, last)
+	if err := s.b.publishDeadLetter(s.HandlerContext(), dlt, m); err != nil {
+		s.b.log.Warn("dead-lettering failed; the message will be redelivered", "topic", s.topic, "group", s.cfg.Group,
+			"id", it.msg.ID, "dead_letter_topic", dlt, "err", err)
+		return false
+	}
+	s.b.log.Warn("message dead-lettered", "topic", s.topic, "group", s.cfg.Group, "id", it.msg.ID,
+		"deliveries", failed, "dead_letter_topic", dlt, "err", m.Headers[broker.HeaderLastError])
+	return true
 }
 
 // handle runs the handler on a clone of the item's message.

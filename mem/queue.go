@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/isobroker/broker"
 )
@@ -37,7 +38,8 @@ type queue struct {
 	capacity int
 	changed  chan struct{} // closed and replaced on every change
 	private  bool
-	dropped  bool // removed from its topic; takers stop
+	dropped  bool                     // removed from its topic; takers stop
+	held     map[*time.Timer]struct{} // items waiting out a redelivery delay
 }
 
 func newQueue(capacity int, private bool) *queue {
@@ -48,6 +50,7 @@ func newQueue(capacity int, private bool) *queue {
 		capacity: capacity,
 		changed:  make(chan struct{}),
 		private:  private,
+		held:     make(map[*time.Timer]struct{}),
 	}
 }
 
@@ -161,6 +164,45 @@ func (q *queue) settle(it *item, ack bool) {
 	}
 	it.count++
 	q.pending++
+	q.pushFront(it)
+}
+
+// settleAfter nacks it and hands it out again after d: meanwhile other
+// items are handed out, except those behind it with the same key (the key
+// stays busy, so the order holds). The held item counts towards the
+// capacity. d <= 0 is settle(it, false).
+func (q *queue) settleAfter(it *item, d time.Duration) {
+	if d <= 0 {
+		q.settle(it, false)
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.dropped {
+		return
+	}
+	it.count++
+	q.pending++
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if _, ok := q.held[t]; !ok {
+			return // dropped meanwhile
+		}
+		delete(q.held, t)
+		if it.key != "" {
+			delete(q.busy, it.key)
+		}
+		q.pushFront(it)
+	})
+	q.held[t] = struct{}{}
+}
+
+// pushFront puts a redelivered item first in its order and wakes the
+// takers. The caller holds q.mu and has counted it in pending; its key,
+// if any, is not busy.
+func (q *queue) pushFront(it *item) {
 	if it.key == "" {
 		q.ready.PushFront(it)
 	} else {
@@ -182,6 +224,10 @@ func (q *queue) drop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.dropped = true
+	for t := range q.held {
+		t.Stop()
+	}
+	clear(q.held)
 	q.broadcast()
 }
 

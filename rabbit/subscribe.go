@@ -68,6 +68,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
+	if err := driver.CheckSupported(topic, cfg, b.Capabilities()); err != nil {
+		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
+	}
 	cfg.Prefetch = driver.PrefetchOr(cfg, max(2*cfg.Concurrency, 16))
 	if err := checkName("topic (exchange name)", topic); err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe: %w", err)
