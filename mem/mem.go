@@ -13,6 +13,14 @@
 // Concurrency > 1; a nacked message is redelivered before the messages
 // behind it. Queues are bounded: Publish waits for space by its ctx.
 //
+// Poison messages (Capabilities.DeadLetter, RedeliveryDelay): a message
+// that failed MaxDeliveries times (default broker.DefaultMaxDeliveries) is
+// published to the dead-letter topic, whose broker.DeadLetterGroup queue
+// keeps it; if that queue is full the worker waits for room (by the
+// handlers' context and the broker's Close), and if it cannot get it the
+// message is redelivered instead. A redelivery delay holds the message
+// (and the messages behind it with the same key) while the others go on.
+//
 // Nothing survives Close: messages still queued are discarded with the
 // instance (Capabilities.Persistent is false). Two Brokers never share
 // anything, whatever their names.
