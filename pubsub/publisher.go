@@ -77,6 +77,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // options) to every broker Subscribe call of a Subscriber. The group is
 // always the Subscriber's, and Concurrency is always 1: Watermill hands
 // out one message at a time per subscription and waits for its Ack.
+// Dead-lettering by the broker is off unless these options set
+// broker.MaxDeliveries: in Watermill, middleware (Retry, PoisonQueue)
+// decides when a message is poison.
 func WithSubscribeOptions(opts ...broker.SubscribeOption) Option {
 	return func(o *options) { o.subscribe = append(o.subscribe, opts...) }
 }

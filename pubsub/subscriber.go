@@ -67,8 +67,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	s.mu.Unlock()
 
 	out := make(chan *message.Message)
-	opts := append(append([]broker.SubscribeOption{}, s.opts.subscribe...), broker.Group(s.group), broker.Concurrency(1))
-	bs, err := s.b.Subscribe(ctx, topic, s.handler(out), opts...)
+	bs, err := s.b.Subscribe(ctx, topic, s.handler(out), s.subscribeOptions(broker.Concurrency(1))...)
 	if err != nil {
 		s.wg.Done()
 		return nil, fmt.Errorf("pubsub: subscribe to %q: %w", topic, err)
@@ -124,6 +123,23 @@ func (s *Subscriber) handler(out chan<- *message.Message) broker.Handler {
 	}
 }
 
+// subscribeOptions are the options of every broker Subscribe call: on a
+// broker that dead-letters, no delivery limit first (Watermill decides
+// when a message is poison, with its Retry and PoisonQueue middleware, and
+// a Nack here also means "closing, not handled", which must not count
+// against the message), then WithSubscribeOptions (a MaxDeliveries there
+// turns the broker's dead-lettering back on), then the Subscriber's group
+// and extra.
+func (s *Subscriber) subscribeOptions(extra ...broker.SubscribeOption) []broker.SubscribeOption {
+	var opts []broker.SubscribeOption
+	if s.b.Capabilities().DeadLetter {
+		opts = append(opts, broker.UnlimitedDeliveries())
+	}
+	opts = append(opts, s.opts.subscribe...)
+	opts = append(opts, broker.Group(s.group))
+	return append(opts, extra...)
+}
+
 // SubscribeInitialize creates the Subscriber's group on topic (a durable
 // queue or the group's state) without consuming, so that messages
 // published before the first Subscribe are kept for the group. It is a
@@ -134,10 +150,9 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.closeTimeout)
 	defer cancel()
-	opts := append(append([]broker.SubscribeOption{}, s.opts.subscribe...), broker.Group(s.group))
 	bs, err := s.b.Subscribe(ctx, topic, func(context.Context, *broker.Delivery) error {
 		return errors.New("pubsub: initializing, not consuming") // back to the queue
-	}, opts...)
+	}, s.subscribeOptions()...)
 	if err != nil {
 		return fmt.Errorf("pubsub: initialize %q: %w", topic, err)
 	}
