@@ -86,6 +86,7 @@ type Node struct {
 	port     int    // AMQP
 	distPort int
 	epmdPort int
+	cookie   string // set for cluster members: written to $HOME/.erlang.cookie
 	env      []string
 
 	life sync.Mutex // serializes Up/Down/Stop
@@ -244,6 +245,13 @@ func (n *Node) writeFiles() error {
 			return fmt.Errorf("rabbitnode: %w", err)
 		}
 	}
+	if n.cookie != "" {
+		// The server and rabbitmqctl both run with HOME=dir and read the
+		// cookie from there; Erlang insists it be private to the owner.
+		if err := os.WriteFile(filepath.Join(n.dir, ".erlang.cookie"), []byte(n.cookie), 0o400); err != nil {
+			return fmt.Errorf("rabbitnode: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -266,6 +274,12 @@ func (n *Node) environ() []string {
 		"ERL_EPMD_PORT":                       strconv.Itoa(n.epmdPort),
 		"ERL_EPMD_ADDRESS":                    "127.0.0.1",
 	}
+	return childEnv(set)
+}
+
+// childEnv is the test binary's environment without any RABBITMQ_ setting
+// of its own (or NOTIFY_SOCKET), plus set.
+func childEnv(set map[string]string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -284,9 +298,13 @@ func (n *Node) environ() []string {
 // process group do not reach it, and its whole group can be killed), dying
 // with the test binary if that is killed.
 func (n *Node) spawn(path string, args ...string) (*proc, error) {
+	return spawn(n.dir, n.env, path, args...)
+}
+
+func spawn(dir string, env []string, path string, args ...string) (*proc, error) {
 	cmd := exec.Command(path, args...)
-	cmd.Dir = n.dir
-	cmd.Env = n.env
+	cmd.Dir = dir
+	cmd.Env = env
 	out := &tailBuffer{max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
@@ -310,33 +328,41 @@ func (p *proc) wait() {
 }
 
 func (n *Node) startEpmd() error {
-	p, err := n.spawn(n.opts.Epmd, "-port", strconv.Itoa(n.epmdPort), "-address", "127.0.0.1")
+	p, err := startEpmd(n.opts.Epmd, n.dir, n.env, n.epmdPort)
 	if err != nil {
 		return err
-	}
-	// epmd binds at once; wait until it accepts, or exits (port clash).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(n.epmdPort)), time.Second)
-		if err == nil {
-			_ = c.Close()
-			break
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%w: epmd on %d exited: %v: %s", errPortInUse, n.epmdPort, p.err, p.out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			killGroup(p)
-			<-p.exited
-			return fmt.Errorf("rabbitnode: epmd on port %d not answering", n.epmdPort)
-		}
 	}
 	n.mu.Lock()
 	n.epmd = p
 	n.mu.Unlock()
 	return nil
+}
+
+// startEpmd starts an epmd on 127.0.0.1:port and waits until it accepts.
+func startEpmd(path, dir string, env []string, port int) (*proc, error) {
+	p, err := spawn(dir, env, path, "-port", strconv.Itoa(port), "-address", "127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	// epmd binds at once; wait until it accepts, or exits (port clash).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+		if err == nil {
+			_ = c.Close()
+			return p, nil
+		}
+		select {
+		case <-p.exited:
+			return nil, fmt.Errorf("%w: epmd on %d exited: %v: %s", errPortInUse, port, p.err, p.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			killGroup(p)
+			<-p.exited
+			return nil, fmt.Errorf("rabbitnode: epmd on port %d not answering", port)
+		}
+	}
 }
 
 // Up starts the server on the node's dir and ports (again, after Down) and
@@ -481,6 +507,12 @@ func (n *Node) Restart(ctx context.Context) error {
 // epmd, kills any process still running from the node's dir, and removes
 // the dir. Calling it again is a no-op.
 func (n *Node) Stop(ctx context.Context) error {
+	return n.stop(ctx, true)
+}
+
+// stop is Stop; graceful false kills the server at once (for throw-away
+// state after a failed start).
+func (n *Node) stop(ctx context.Context, graceful bool) error {
 	n.life.Lock()
 	defer n.life.Unlock()
 	n.mu.Lock()
@@ -490,7 +522,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	}
 	n.gone = true
 	n.mu.Unlock()
-	err := n.downLocked(ctx, true)
+	err := n.downLocked(ctx, graceful)
 	n.mu.Lock()
 	ep := n.epmd
 	n.epmd = nil
@@ -528,9 +560,13 @@ func (n *Node) killStragglers() {
 	}
 }
 
-// pids lists processes whose command line mentions the node's dir or node
-// name.
-func (n *Node) pids() []int {
+// pids lists processes whose command line mentions the node's dir.
+func (n *Node) pids() []int { return pidsMentioning(n.dir) }
+
+// pidsMentioning lists processes (other than this one) whose command line
+// mentions dir as a path: dir itself or a path below it, so that a dir
+// ".../n1" does not match ".../n10".
+func pidsMentioning(dir string) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -546,11 +582,29 @@ func (n *Node) pids() []int {
 		if err != nil {
 			continue
 		}
-		if bytes.Contains(cmdline, []byte(n.dir)) {
+		if mentionsPath(cmdline, dir) {
 			out = append(out, pid)
 		}
 	}
 	return out
+}
+
+// mentionsPath reports whether cmdline (NUL-separated arguments) holds dir
+// followed by the end of the command line or by a character that cannot
+// continue a file name component of it ('/', NUL, a quote or a space).
+func mentionsPath(cmdline []byte, dir string) bool {
+	d := []byte(dir)
+	for i := 0; ; {
+		j := bytes.Index(cmdline[i:], d)
+		if j < 0 {
+			return false
+		}
+		end := i + j + len(d)
+		if end == len(cmdline) || bytes.IndexByte([]byte("/\x00\"' "), cmdline[end]) >= 0 {
+			return true
+		}
+		i += j + 1
+	}
 }
 
 // Processes reports the ids of processes still running for this node: the
