@@ -11,6 +11,10 @@
 //
 // Start returns once the node answers a real AMQP handshake. Stop ends the
 // node, its epmd and any straggler process, and removes the dir.
+//
+// StartCluster starts several nodes joined into one RabbitMQ cluster: they
+// share a private epmd and a fresh Erlang cookie of their own, so a cluster
+// reaches neither another cluster nor a single node (see Cluster).
 package rabbitnode
 
 import (
