@@ -570,6 +570,31 @@ func (c *Cluster) QueueLeader(ctx context.Context, vhost, queue string) (*Node, 
 	return q.Leader, nil
 }
 
+// WaitQueueLeader waits until RabbitMQ's metadata names a running member
+// other than old (nil: any running member) as the leader of quorum queue
+// queue in vhost, and returns it. After old was killed that is the newly
+// elected leader. Bounded by ctx.
+func (c *Cluster) WaitQueueLeader(ctx context.Context, vhost, queue string, old *Node) (*Node, error) {
+	begin := time.Now()
+	var last error
+	for {
+		l, err := c.QueueLeader(ctx, vhost, queue)
+		switch {
+		case err != nil:
+			last = err
+		case l != old && l.Running():
+			return l, nil
+		default:
+			last = fmt.Errorf("metadata still names %s (running: %v)", l.name, l.Running())
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("rabbitnode: no new leader of queue %q after %v: %v: %w", queue, time.Since(begin).Round(time.Millisecond), last, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // Connection is one client connection as rabbitmqctl list_connections
 // reports it.
 type Connection struct {

@@ -260,24 +260,12 @@ func TestClusterQuorumLeaderKill(t *testing.T) {
 	}
 
 	// A new leader, live, is elected.
-	var newLeader *Node
-	var lastErr error
-	for newLeader == nil {
-		l, err := c.QueueLeader(ctx, "/", queue)
-		switch {
-		case err != nil:
-			lastErr = err
-		case l != leader && l.Running():
-			newLeader = l
-			continue
-		default:
-			lastErr = fmt.Errorf("metadata still names %s", l.Name())
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no new leader after %v: %v", time.Since(killed).Round(time.Millisecond), lastErr)
-		case <-time.After(100 * time.Millisecond):
-		}
+	newLeader, err := c.WaitQueueLeader(ctx, "/", queue, leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newLeader == leader || !newLeader.Running() {
+		t.Fatalf("WaitQueueLeader returned %s (running %v); the killed leader was %s", newLeader.Name(), newLeader.Running(), leader.Name())
 	}
 	t.Logf("leader kill → new leader %s named after %v", newLeader.Name(), time.Since(killed).Round(time.Millisecond))
 
@@ -300,7 +288,25 @@ func TestClusterQuorumLeaderKill(t *testing.T) {
 			survivor = n
 		}
 	}
-	getAll(ctx, t, survivor.URL(), queue, count)
+	// A publish through it is confirmed (the queue has its quorum, 2 of 3).
+	sconn := dialNamed(t, survivor.URL(), "rntest-publisher-2")
+	sch, err := sconn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := sch.PublishWithDeferredConfirm("", queue, true, false,
+		amqp.Publishing{Body: []byte("m" + strconv.Itoa(count)), DeliveryMode: amqp.Persistent})
+	if err != nil {
+		t.Fatalf("publish after the kill: %v", err)
+	}
+	if ok, err := dc.WaitContext(ctx); !ok || err != nil {
+		t.Fatalf("confirm after the kill: ack=%v err=%v", ok, err)
+	}
+	t.Logf("leader kill → a publish through %s confirmed after %v", survivor.Name(), time.Since(killed).Round(time.Millisecond))
+	getAll(ctx, t, survivor.URL(), queue, count+1)
 
 	// The killed node restarts and rejoins.
 	begin = time.Now()
