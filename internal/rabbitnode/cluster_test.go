@@ -3,6 +3,7 @@ package rabbitnode
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -36,7 +37,10 @@ func TestClusterFormsAndStops(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	begin := time.Now()
-	c, err := StartCluster(ctx, 3, Options{Name: "rncluster"})
+	// Lifecycle logs (start, join, ready, stop with their durations) show
+	// with -v and on failure.
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c, err := StartCluster(ctx, 3, Options{Name: "rncluster", Logger: logger})
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
