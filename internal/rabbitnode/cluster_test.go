@@ -113,6 +113,51 @@ func TestClusterFormsAndStops(t *testing.T) {
 		}
 	}
 
+	// The seed (the node the others joined, and the first host of URL)
+	// is killed: the other two see it gone; started again it rejoins.
+	seed := nodes[0]
+	if err := seed.Kill(); err != nil {
+		t.Fatalf("kill seed: %v", err)
+	}
+	if left := seed.Processes(); len(left) > 0 {
+		t.Errorf("killed seed: processes left %v", left)
+	}
+	if err := c.WaitRunning(ctx); err != nil {
+		t.Fatalf("after killing the seed: %v", err)
+	}
+	for _, n := range nodes[1:] {
+		st, err := c.Status(ctx, n)
+		if err != nil {
+			t.Fatalf("cluster_status on %s: %v", n.Name(), err)
+		}
+		if !slices.Equal(st.Nodes, want) || slices.Contains(st.Running, seed.Name()) || len(st.Running) != 2 {
+			t.Errorf("with the seed killed, %s sees members %v running %v", n.Name(), st.Nodes, st.Running)
+		}
+	}
+	begin = time.Now()
+	if err := c.Up(ctx, seed); err != nil {
+		t.Fatalf("restart killed seed: %v", err)
+	}
+	t.Logf("killed seed restarted and rejoined in %v", time.Since(begin).Round(time.Millisecond))
+	// A graceful restart of another member.
+	begin = time.Now()
+	if err := c.Restart(ctx, nodes[2]); err != nil {
+		t.Fatalf("restart %s: %v", nodes[2].Name(), err)
+	}
+	t.Logf("graceful restart of a member took %v", time.Since(begin).Round(time.Millisecond))
+	for _, n := range nodes {
+		st, err := c.Status(ctx, n)
+		if err != nil {
+			t.Fatalf("cluster_status on %s: %v", n.Name(), err)
+		}
+		if !slices.Equal(st.Nodes, want) || !slices.Equal(st.Running, want) {
+			t.Errorf("after the restarts, %s sees members %v running %v, want %v", n.Name(), st.Nodes, st.Running, want)
+		}
+		if err := handshake(ctx, n.URL()); err != nil {
+			t.Errorf("after the restarts, AMQP handshake with %s: %v", n.Name(), err)
+		}
+	}
+
 	// Three servers and the epmd run.
 	pids := c.Processes()
 	if len(pids) < 4 {
