@@ -297,6 +297,14 @@ func (c *Cluster) Node(name string) *Node {
 	return nil
 }
 
+// member is Node(name), or an error when name is not a member.
+func (c *Cluster) member(name string) (*Node, error) {
+	if n := c.Node(name); n != nil {
+		return n, nil
+	}
+	return nil, fmt.Errorf("%q is not a member of cluster %s", name, c.id)
+}
+
 // URL is one AMQP URL of the default vhost as guest listing every member,
 // in the multi-host form the rabbit adapter accepts:
 // amqp://guest:guest@127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3/
@@ -431,13 +439,13 @@ func (c *Cluster) Status(ctx context.Context, via *Node) (Status, error) {
 		return Status{}, err
 	}
 	var raw struct {
-		Disk       []string        `json:"disk_nodes"`
-		RAM        []string        `json:"ram_nodes"`
-		Running    []string        `json:"running_nodes"`
+		Disk       nameList        `json:"disk_nodes"`
+		RAM        nameList        `json:"ram_nodes"`
+		Running    nameList        `json:"running_nodes"`
 		Partitions json.RawMessage `json:"partitions"`
 	}
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
-		return Status{}, fmt.Errorf("rabbitnode: cluster_status on %s: %w: %q", via.name, err, out)
+		return Status{}, permanent(fmt.Errorf("rabbitnode: cluster_status on %s: %w: %q", via.name, err, out))
 	}
 	st := Status{Nodes: append(raw.Disk, raw.RAM...), Running: raw.Running, Partitions: raw.Partitions}
 	slices.Sort(st.Nodes)
@@ -466,6 +474,9 @@ func (c *Cluster) WaitRunning(ctx context.Context) error {
 		ok := len(up) > 0
 		for _, v := range up {
 			st, err := c.Status(ctx, v)
+			if perm := (permanentError{}); errors.As(err, &perm) {
+				return err // output it cannot read: waiting cannot help
+			}
 			if err != nil {
 				ok, last = false, err.Error()
 				break
@@ -511,15 +522,17 @@ func (c *Cluster) ask(ctx context.Context, args ...string) (string, *Node, error
 type Queue struct {
 	Name, Type string
 	// Leader is the member RabbitMQ's metadata names as the leader of a
-	// quorum queue (for a classic queue: the node it lives on). Right after
-	// the leader was killed it may still name that node, until a new leader
-	// is elected.
+	// quorum queue or stream (nil when it names none). Right after the
+	// leader was killed it may still name that node, until a new leader is
+	// elected (see WaitQueueLeader).
 	Leader *Node
 	// Members are a quorum queue's members; Online those of them running.
 	Members, Online []*Node
 }
 
 // Queue looks queue up in vhost ("" is "/") through a running member.
+// While a quorum queue's leader is down and no new one is elected,
+// list_queues leaves the queue out: Queue then reports no such queue.
 func (c *Cluster) Queue(ctx context.Context, vhost, queue string) (Queue, error) {
 	if vhost == "" {
 		vhost = "/"
@@ -532,28 +545,36 @@ func (c *Cluster) Queue(ctx context.Context, vhost, queue string) (Queue, error)
 		Name    string   `json:"name"`
 		Type    string   `json:"type"`
 		Leader  string   `json:"leader"`
-		Members []string `json:"members"`
-		Online  []string `json:"online"`
+		Members nameList `json:"members"`
+		Online  nameList `json:"online"`
 	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		return Queue{}, fmt.Errorf("rabbitnode: list_queues on %s: %w: %q", via.name, err, out)
+		return Queue{}, permanent(fmt.Errorf("rabbitnode: list_queues on %s: %w: %q", via.name, err, out))
 	}
 	for _, r := range rows {
 		if r.Name != queue {
 			continue
 		}
-		q := Queue{Name: r.Name, Type: r.Type, Leader: c.Node(r.Leader)}
-		if q.Leader == nil {
-			return Queue{}, fmt.Errorf("rabbitnode: queue %q in vhost %q: leader %q is not a member of cluster %s", queue, vhost, r.Leader, c.id)
+		q := Queue{Name: r.Name, Type: r.Type}
+		var err error
+		if r.Leader != "" {
+			q.Leader, err = c.member(r.Leader)
 		}
 		for _, m := range r.Members {
-			q.Members = append(q.Members, c.Node(m))
+			n, merr := c.member(m)
+			q.Members, err = append(q.Members, n), errors.Join(err, merr)
 		}
 		for _, m := range r.Online {
-			q.Online = append(q.Online, c.Node(m))
+			n, merr := c.member(m)
+			q.Online, err = append(q.Online, n), errors.Join(err, merr)
+		}
+		if err != nil {
+			return Queue{}, permanent(fmt.Errorf("rabbitnode: queue %q in vhost %q: %w", queue, vhost, err))
 		}
 		return q, nil
 	}
+	// Not permanent: while a quorum queue's leader is down and no new one
+	// is elected, list_queues leaves the queue out.
 	return Queue{}, fmt.Errorf("rabbitnode: no queue %q in vhost %q (asked %s)", queue, vhost, via.name)
 }
 
@@ -565,7 +586,10 @@ func (c *Cluster) QueueLeader(ctx context.Context, vhost, queue string) (*Node, 
 		return nil, err
 	}
 	if q.Type != "quorum" {
-		return nil, fmt.Errorf("rabbitnode: queue %q is a %s queue, not a quorum queue", queue, q.Type)
+		return nil, permanent(fmt.Errorf("rabbitnode: queue %q is a %s queue, not a quorum queue", queue, q.Type))
+	}
+	if q.Leader == nil {
+		return nil, fmt.Errorf("rabbitnode: quorum queue %q has no leader", queue)
 	}
 	return q.Leader, nil
 }
@@ -573,15 +597,21 @@ func (c *Cluster) QueueLeader(ctx context.Context, vhost, queue string) (*Node, 
 // WaitQueueLeader waits until RabbitMQ's metadata names a running member
 // other than old (nil: any running member) as the leader of quorum queue
 // queue in vhost, and returns it. After old was killed that is the newly
-// elected leader. Bounded by ctx.
+// elected leader. Until then list_queues may name old or leave the queue
+// out altogether (3.10 does so while the leader is down), so both are
+// waited out. Bounded by ctx; an answer waiting cannot change (not a quorum
+// queue, output it cannot read) ends it at once.
 func (c *Cluster) WaitQueueLeader(ctx context.Context, vhost, queue string, old *Node) (*Node, error) {
 	begin := time.Now()
 	var last error
 	for {
 		l, err := c.QueueLeader(ctx, vhost, queue)
+		var perm permanentError
 		switch {
+		case errors.As(err, &perm):
+			return nil, err // waiting cannot help
 		case err != nil:
-			last = err
+			last = err // a member unreachable mid-call; or no leader yet
 		case l != old && l.Running():
 			return l, nil
 		default:
@@ -621,7 +651,7 @@ func (c *Cluster) Connections(ctx context.Context) ([]Connection, error) {
 		ClientProp json.RawMessage `json:"client_properties"`
 	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		return nil, fmt.Errorf("rabbitnode: list_connections on %s: %w: %q", via.name, err, out)
+		return nil, permanent(fmt.Errorf("rabbitnode: list_connections on %s: %w: %q", via.name, err, out))
 	}
 	byPort := map[int]*Node{}
 	for _, n := range c.Nodes() {
@@ -682,3 +712,32 @@ func clientProperty(raw json.RawMessage, key string) string {
 	}
 	return ""
 }
+
+// nameList decodes a JSON list of node names. RabbitMQ's JSON formatter
+// renders an empty Erlang list as "" (an empty string is the same term):
+// list_queues shows a classic queue's members and online so.
+type nameList []string
+
+func (l *nameList) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		if s != "" {
+			return fmt.Errorf("rabbitnode: %s is not a list of node names", b)
+		}
+		*l = nil
+		return nil
+	}
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return err
+	}
+	*l = names
+	return nil
+}
+
+// permanentError marks an answer that asking again cannot change.
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error { return e.error }
+
+func permanent(err error) error { return permanentError{err} }

@@ -2,6 +2,7 @@ package rabbitnode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -248,6 +249,21 @@ func TestClusterQuorumLeaderKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("leader %s (declared through %s)", leader.Name(), nodes[1].Name())
+	// A classic queue is listed too, and QueueLeader says it is none.
+	if _, err := ch.QueueDeclare("classic-q", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cq, err := c.Queue(ctx, "", "classic-q"); err != nil || cq.Type != "classic" {
+		t.Errorf("Queue(classic-q) = %+v, %v; want a classic queue", cq, err)
+	} else {
+		t.Logf("classic queue: leader %v, members %v", cq.Leader, nodeNames(cq.Members))
+	}
+	if _, err := c.QueueLeader(ctx, "", "classic-q"); err == nil || !strings.Contains(err.Error(), "not a quorum queue") {
+		t.Errorf("QueueLeader(classic-q) error = %v, want 'not a quorum queue'", err)
+	}
+	if _, err := c.QueueLeader(ctx, "", "no-such-queue"); err == nil {
+		t.Errorf("QueueLeader(no-such-queue) succeeded")
+	}
 
 	// Publish with confirms through the leader itself.
 	pub := dialNamed(t, leader.URL(), "rntest-publisher")
@@ -470,6 +486,27 @@ func TestStartClusterHonoursContext(t *testing.T) {
 func TestStartClusterBadSize(t *testing.T) {
 	if _, err := StartCluster(context.Background(), 0, Options{}); err == nil {
 		t.Fatal("StartCluster with 0 nodes succeeded")
+	}
+}
+
+func TestNameList(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+		ok   bool
+	}{
+		{`["a@h","b@h"]`, []string{"a@h", "b@h"}, true},
+		{`""`, nil, true}, // an empty Erlang list
+		{`[]`, []string{}, true},
+		{`null`, nil, true},
+		{`"a@h"`, nil, false},
+		{`{"a":1}`, nil, false},
+	} {
+		var l nameList
+		err := json.Unmarshal([]byte(tc.in), &l)
+		if (err == nil) != tc.ok || (tc.ok && !slices.Equal(l, tc.want)) {
+			t.Errorf("nameList(%s) = %q, %v; want %q, ok=%v", tc.in, l, err, tc.want, tc.ok)
+		}
 	}
 }
 
