@@ -45,7 +45,7 @@ func TestConformance(t *testing.T) {
 				px.Close()
 				return nil, err
 			}
-			return &proxied{Broker: b, px: px}, nil
+			return &tcpproxy.Proxied{Broker: b, Proxy: px}, nil
 		},
 		NewTopic: func(t testing.TB) string { return newHub(t, e, 4) },
 		OpenBadCredentials: func(ctx context.Context) (broker.Broker, error) {
@@ -56,31 +56,6 @@ func TestConformance(t *testing.T) {
 			cs := strings.Replace(e.ConnectionString(hub), "SharedAccessKey="+e.Key(), "SharedAccessKey="+wrongKey, 1)
 			return asBroker(eventhubs.OpenURL(ctx, cs, quiet))
 		},
-		Sever: severProxied,
+		Sever: tcpproxy.Sever,
 	})
-}
-
-// proxied is an instance that reaches the emulator through a proxy of its
-// own; the proxy stops when the instance is closed.
-type proxied struct {
-	*eventhubs.Broker
-	px *tcpproxy.Proxy
-}
-
-func (p *proxied) Close(ctx context.Context) error {
-	err := p.Broker.Close(ctx)
-	p.px.Close()
-	return err
-}
-
-// severProxied cuts every connection of b, which the harness opened.
-func severProxied(t testing.TB, b broker.Broker) {
-	t.Helper()
-	p, ok := b.(*proxied)
-	if !ok {
-		t.Fatalf("Sever: %T was not opened by the harness", b)
-	}
-	if n := p.px.Sever(); n == 0 {
-		t.Fatalf("Sever: the instance had no connection to cut")
-	}
 }

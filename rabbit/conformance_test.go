@@ -55,7 +55,7 @@ func conformanceHarness(t *testing.T, nodeURL string, opts ...rabbit.Option) bro
 				px.Close()
 				return nil, err
 			}
-			return &proxied{Broker: b, px: px}, nil
+			return &tcpproxy.Proxied{Broker: b, Proxy: px}, nil
 		},
 		OpenBadCredentials: func(ctx context.Context) (broker.Broker, error) {
 			b, err := rabbit.OpenURL(ctx, bad.String(), opts...)
@@ -64,31 +64,6 @@ func conformanceHarness(t *testing.T, nodeURL string, opts ...rabbit.Option) bro
 			}
 			return b, nil
 		},
-		Sever: severProxied,
-	}
-}
-
-// proxied is an instance that reaches its server through a proxy of its
-// own; the proxy stops when the instance is closed.
-type proxied struct {
-	*rabbit.Broker
-	px *tcpproxy.Proxy
-}
-
-func (p *proxied) Close(ctx context.Context) error {
-	err := p.Broker.Close(ctx)
-	p.px.Close()
-	return err
-}
-
-// severProxied cuts every connection of b, which the harness opened.
-func severProxied(t testing.TB, b broker.Broker) {
-	t.Helper()
-	p, ok := b.(*proxied)
-	if !ok {
-		t.Fatalf("Sever: %T was not opened by the harness", b)
-	}
-	if n := p.px.Sever(); n == 0 {
-		t.Fatalf("Sever: the instance had no connection to cut")
+		Sever: tcpproxy.Sever,
 	}
 }
