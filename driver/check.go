@@ -27,10 +27,14 @@ func CheckPublish(topic string, msgs []*broker.Message, maxBody int) error {
 }
 
 // CheckSubscribe validates the arguments of a Subscribe call and resolves
-// its options (see NewSubscribeConfig). When replay is false
-// any start position other than StartLatest is refused with
-// broker.ErrUnsupported. Driver options are left for the adapter to check.
-func CheckSubscribe(topic string, h broker.Handler, replay bool, opts ...broker.SubscribeOption) (broker.SubscribeConfig, error) {
+// its options (see NewSubscribeConfig), then refuses with
+// broker.ErrUnsupported, naming the option, what caps (the adapter's
+// Capabilities) says it does not honour: a start position other than
+// latest without Replay, MaxDeliveries, UnlimitedDeliveries or
+// DeadLetterTo without DeadLetter, a redelivery delay without
+// RedeliveryDelay. A dead-letter topic equal to topic is ErrInvalidOption.
+// Driver options are left for the adapter to check.
+func CheckSubscribe(topic string, h broker.Handler, caps broker.Capabilities, opts ...broker.SubscribeOption) (broker.SubscribeConfig, error) {
 	if topic == "" {
 		return broker.SubscribeConfig{}, broker.ErrTopicRequired
 	}
@@ -41,10 +45,7 @@ func CheckSubscribe(topic string, h broker.Handler, replay bool, opts ...broker.
 	if err != nil {
 		return cfg, err
 	}
-	if !replay && cfg.Start.Kind != broker.StartLatest {
-		return cfg, fmt.Errorf("start position %s: %w (this broker keeps no history for new subscriptions)", cfg.Start, broker.ErrUnsupported)
-	}
-	return cfg, nil
+	return cfg, checkSupported(topic, cfg, caps)
 }
 
 // NewSubscribeConfig applies opts over the defaults and validates the
@@ -74,14 +75,10 @@ func NewSubscribeConfig(opts ...broker.SubscribeOption) (broker.SubscribeConfig,
 	return c, nil
 }
 
-// CheckSupported refuses, with broker.ErrUnsupported naming the option,
-// the options of c that caps says the adapter does not honour: a start
-// position other than latest without Replay, an explicit MaxDeliveries,
-// UnlimitedDeliveries or DeadLetterTo without DeadLetter, a redelivery
-// delay without RedeliveryDelay. It also refuses a dead-letter topic equal
-// to topic (a message would come back to the subscription that gave up on
-// it). Adapters call it after CheckSubscribe.
-func CheckSupported(topic string, c broker.SubscribeConfig, caps broker.Capabilities) error {
+// checkSupported is CheckSubscribe's check of c against caps. A
+// dead-letter topic equal to topic is refused because a message would come
+// back to the subscription that gave up on it.
+func checkSupported(topic string, c broker.SubscribeConfig, caps broker.Capabilities) error {
 	if !caps.Replay && c.Start.Kind != broker.StartLatest {
 		return fmt.Errorf("start position %s: %w (this broker keeps no history for new subscriptions)", c.Start, broker.ErrUnsupported)
 	}

@@ -51,16 +51,17 @@ func TestCheckHelpers(t *testing.T) {
 		}
 	}
 	h := func(context.Context, *broker.Delivery) error { return nil }
-	if _, err := driver.CheckSubscribe("", h, true); !errors.Is(err, broker.ErrTopicRequired) {
+	replay := broker.Capabilities{Replay: true}
+	if _, err := driver.CheckSubscribe("", h, replay); !errors.Is(err, broker.ErrTopicRequired) {
 		t.Errorf("empty topic: %v", err)
 	}
-	if _, err := driver.CheckSubscribe("t", nil, true); !errors.Is(err, broker.ErrNilHandler) {
+	if _, err := driver.CheckSubscribe("t", nil, replay); !errors.Is(err, broker.ErrNilHandler) {
 		t.Errorf("nil handler: %v", err)
 	}
-	if _, err := driver.CheckSubscribe("t", h, false, broker.StartAt(broker.Earliest())); !errors.Is(err, broker.ErrUnsupported) {
+	if _, err := driver.CheckSubscribe("t", h, broker.Capabilities{}, broker.StartAt(broker.Earliest())); !errors.Is(err, broker.ErrUnsupported) {
 		t.Errorf("replay on a broker without it: %v", err)
 	}
-	if cfg, err := driver.CheckSubscribe("t", h, true, broker.StartAt(broker.AtSequence(5, true))); err != nil || cfg.Start.Sequence != 5 {
+	if cfg, err := driver.CheckSubscribe("t", h, replay, broker.StartAt(broker.AtSequence(5, true))); err != nil || cfg.Start.Sequence != 5 {
 		t.Errorf("replay: %+v %v", cfg, err)
 	}
 }

@@ -55,9 +55,9 @@ func TestCheckSupported(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = CheckSupported("t", cfg, c.caps)
+		err = checkSupported("t", cfg, c.caps)
 		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
-			t.Errorf("case %d: CheckSupported = %v, want %v", i, err, c.want)
+			t.Errorf("case %d: checkSupported = %v, want %v", i, err, c.want)
 		}
 	}
 }

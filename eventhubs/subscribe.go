@@ -83,11 +83,8 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if b.isClosing() {
 		return nil, fmt.Errorf("eventhubs: subscribe: %w", broker.ErrClosed)
 	}
-	cfg, err := driver.CheckSubscribe(topic, h, true, opts...)
+	cfg, err := driver.CheckSubscribe(topic, h, b.Capabilities(), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
-	}
-	if err := driver.CheckSupported(topic, cfg, b.Capabilities()); err != nil {
 		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
 	}
 	cfg.Prefetch = driver.PrefetchOr(cfg, DefaultPrefetch)

@@ -214,11 +214,8 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if b.gate.IsClosing() {
 		return nil, fmt.Errorf("mem: subscribe: %w", broker.ErrClosed)
 	}
-	cfg, err := driver.CheckSubscribe(topic, h, false, opts...)
+	cfg, err := driver.CheckSubscribe(topic, h, b.Capabilities(), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, err)
-	}
-	if err := driver.CheckSupported(topic, cfg, b.Capabilities()); err != nil {
 		return nil, fmt.Errorf("mem: subscribe to %q: %w", topic, err)
 	}
 	if len(cfg.DriverOptions) > 0 {

@@ -384,8 +384,8 @@ func (l *link) dial(ctx context.Context, idx int) (*session, error) {
 	// ownBound: DialTimeout, not the caller's deadline, is what ends this
 	// attempt if it runs out of time.
 	outer := ctx
-	dl, hasDL := outer.Deadline()
-	ownBound := !hasDL || dl.After(begin.Add(cfg.DialTimeout))
+	callerDL, hasDL := outer.Deadline()
+	ownBound := !hasDL || callerDL.After(begin.Add(cfg.DialTimeout))
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	l.log.Debug("rabbit: dialing", "host", ep.redacted)

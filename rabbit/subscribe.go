@@ -64,11 +64,8 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if b.isClosing() {
 		return nil, fmt.Errorf("rabbit: subscribe: %w", broker.ErrClosed)
 	}
-	cfg, err := driver.CheckSubscribe(topic, h, false, opts...)
+	cfg, err := driver.CheckSubscribe(topic, h, b.Capabilities(), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
-	}
-	if err := driver.CheckSupported(topic, cfg, b.Capabilities()); err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
 	cfg.Prefetch = driver.PrefetchOr(cfg, max(2*cfg.Concurrency, 16))
