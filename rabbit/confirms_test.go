@@ -84,10 +84,53 @@ func messageError(t *testing.T, err error) *broker.MessageError {
 	return me
 }
 
+// nackResends answers the next n publishes, each a resend of a nacked
+// message whose ID is in ids, with a nack.
+func nackResends(t *testing.T, conn *amqpfake.Conn, n int, ids map[string]bool) {
+	t.Helper()
+	for range n {
+		p := nextPublishes(t, conn, 1)[0]
+		if !ids[p.MessageID] {
+			t.Errorf("resent %q, which was not nacked", p.MessageID)
+		}
+		if err := conn.Nack(p.Channel, p.Tag, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestNackResentThenConfirmed: a message the server nacks once is sent
+// again, and the call succeeds when the resend is confirmed; the other
+// message of the call, acked at once, is not sent again.
+func TestNackResentThenConfirmed(t *testing.T) {
+	leakCheck(t)
+	b, conn, _ := fakeBroker(t)
+	ctx := ctxFor(t, 20*time.Second)
+	done := publishAsync(ctx, b, "t", &broker.Message{ID: "ok"}, &broker.Message{ID: "nacked-once"})
+	ps := nextPublishes(t, conn, 2)
+	if err := conn.Ack(ps[0].Channel, ps[0].Tag, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Nack(ps[1].Channel, ps[1].Tag, false); err != nil {
+		t.Fatal(err)
+	}
+	again := nextPublishes(t, conn, 1)[0]
+	if again.MessageID != "nacked-once" {
+		t.Fatalf("resent %q, want the nacked message", again.MessageID)
+	}
+	if err := conn.Ack(again.Channel, again.Tag, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Publish = %v, want nil once the resend is confirmed", err)
+	}
+}
+
 // TestMultipleAckOverNack: RabbitMQ may nack tag 2 alone and then ack up
 // to tag 3 with one multiple ack. The multiple ack settles only tags 1
-// and 3: message 1 of the call is reported nacked. (amqp091-go's
-// NotifyPublish reports all three acked; see internal/amqpfake.)
+// and 3: message 1 of the call is reported nacked once its 3 resends are
+// nacked too. (amqp091-go's NotifyPublish reports all three acked; see
+// internal/amqpfake.)
 func TestMultipleAckOverNack(t *testing.T) {
 	leakCheck(t)
 	b, conn, _ := fakeBroker(t)
@@ -101,6 +144,7 @@ func TestMultipleAckOverNack(t *testing.T) {
 	if err := conn.Ack(ch, ps[2].Tag, true); err != nil {
 		t.Fatal(err)
 	}
+	nackResends(t, conn, 3, map[string]bool{"b": true})
 	err := <-done
 	if !errors.Is(err, broker.ErrNacked) {
 		t.Fatalf("Publish = %v, want ErrNacked", err)
@@ -120,6 +164,7 @@ func TestMultipleAckOverNack(t *testing.T) {
 	if err := conn.Ack(ch, ps[1].Tag, false); err != nil {
 		t.Fatal(err)
 	}
+	nackResends(t, conn, 3, map[string]bool{"c": true})
 	err = <-done
 	if me := messageError(t, err); !errors.Is(err, broker.ErrNacked) || me.Index != 0 {
 		t.Errorf("Publish = %v, want message 0 nacked", err)
@@ -145,6 +190,7 @@ func TestMultipleAckOverNack(t *testing.T) {
 	if err := conn.Ack(ch, ps[n-1].Tag, true); err != nil {
 		t.Fatal(err)
 	}
+	nackResends(t, conn, 3*len(nacked), nacked)
 	for i, r := range results {
 		err := <-r
 		id := fmt.Sprint("m", i)

@@ -16,9 +16,10 @@ import (
 
 // TestPublishNacked: the server nacks a publish (basic.nack) when the only
 // queue bound to the topic is full and declared with
-// x-overflow=reject-publish. As Publish documents, a nacked message fails
-// the call with ErrNacked (retryable) — returned, not resent until ctx
-// ends — while a message that fit is confirmed.
+// x-overflow=reject-publish. As Publish documents, a nacked message is
+// sent again 3 times and then fails the call with ErrNacked (retryable) —
+// returned, not resent until ctx ends — while a message that fit is
+// confirmed.
 func TestPublishNacked(t *testing.T) {
 	url := shared.URL(t)
 	leakCheck(t)
@@ -97,7 +98,10 @@ func TestPublishNacked(t *testing.T) {
 		t.Errorf("nacked publish returned by its context (%v), want at the nack: %v", ctxEnded, err)
 	}
 	if rs := logs.since(0, "rabbit: resending unconfirmed messages"); len(rs) > 0 {
-		t.Errorf("the nacked message was resent: %v", rs)
+		t.Errorf("the nacked message was resent as unconfirmed: %v", rs)
+	}
+	if rs := logs.since(0, "rabbit: resending nacked messages"); len(rs) != 3 {
+		t.Errorf("the nacked message was resent %d times, want 3: %v", len(rs), rs)
 	}
 	get("fits")
 

@@ -3,6 +3,7 @@ package rabbit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,6 +228,16 @@ func (b *batch) settleRound(ctx context.Context, pc *pubChannel) (int, error) {
 // its ctx ends).
 const maxChannelErrors = 3
 
+// maxNackResends bounds how often one Publish call sends a nacked message
+// again, after a pause of nackBackoff's step, before it reports ErrNacked.
+const (
+	maxNackResends = 3
+	nackPause      = 50 * time.Millisecond // nackBackoff's first step
+)
+
+// nackBackoff is the pause before each resend of a nacked message.
+func nackBackoff() broker.Backoff { return broker.Backoff{Initial: nackPause, Max: 4 * nackPause} }
+
 // Publish sends msgs to topic's exchange (declared durable, type topic, on
 // first use per connection) as persistent messages with routing key
 // Message.Key, pipelined on a pool of confirm-mode channels, and returns
@@ -234,7 +245,12 @@ const maxChannelErrors = 3
 // answer for that very message: its own basic.ack or basic.nack, and a
 // basic.return matched by a stamp unique to the publish.
 //
-// A message the server nacks fails the call with ErrNacked; a message no
+// A message the server nacks is sent again up to 3 times, after pauses
+// of 25 ms to 200 ms (RabbitMQ nacks a message when a queue it was routed
+// to failed as it arrived — an exclusive queue of a connection going
+// away, say — though the other queues took it): when it is still nacked
+// the call fails with ErrNacked. Each resend may duplicate the message in
+// the queues that took it. A message no
 // queue is bound for fails it with ErrUnroutable (unless
 // Config.AllowUnroutable). The error names the first failed message of the
 // call as a *broker.MessageError; the other messages of the call may have
@@ -274,6 +290,15 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if len(msgs) == 0 {
 		return nil
 	}
+	return b.send(ctx, topic, propsSize, msgs)
+}
+
+// send publishes checked msgs to exchange with their Keys as routing keys,
+// confirmed, resending what a lost channel left unconfirmed, as Publish
+// promises. The exchange is declared first (once per session) unless it
+// is "", the default exchange, through which the consumer side moves a
+// message to a queue by name. propsSize is checkPublishFields' result.
+func (b *Broker) send(ctx context.Context, topic string, propsSize int, msgs []*broker.Message) error {
 	if !b.gate.Enter() {
 		return fmt.Errorf("rabbit: publish: %w", broker.ErrClosed)
 	}
@@ -282,14 +307,14 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	bt := b.newBatch(ctx, topic, msgs)
 	defer bt.recycle(b)
 	todo := bt.idx
-	channelErrors := 0
+	channelErrors, nackRounds := 0, 0
 	for {
 		s, err := b.pub.session(ctx)
 		if err != nil {
 			return fmt.Errorf("rabbit: publish to %q: %w", topic, err)
 		}
 		err = s.waitUnblocked(ctx)
-		if err == nil {
+		if err == nil && topic != "" {
 			err = s.ensureExchange(ctx, topic)
 		}
 		if err == errSessionLost {
@@ -322,14 +347,16 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 		if n, err := bt.settleRound(ctx, pc); err != nil {
 			return fmt.Errorf("rabbit: publish to %q: %d message(s) unconfirmed: %w", topic, n, s.ctxErr(ctx))
 		}
-		var lost []int
+		var lost, nacked []int
 		var firstErr error
 		for _, i := range todo {
 			st := atomic.LoadUint32(&bt.status[i])
-			switch st {
-			case stAcked:
-			case stLost:
+			switch {
+			case st == stAcked:
+			case st == stLost:
 				lost = append(lost, i)
+			case st == stNacked && nackRounds < maxNackResends:
+				nacked = append(nacked, i)
 			default:
 				if firstErr == nil {
 					firstErr = bt.messageError(i, st, s.ctxErr(ctx))
@@ -338,6 +365,24 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 		}
 		if firstErr != nil {
 			return fmt.Errorf("rabbit: publish to %q: %w", topic, firstErr)
+		}
+		if len(nacked) > 0 && len(lost) == 0 {
+			// A nack is the server's own failure (a queue process that went
+			// away as the message reached it, a full queue): send again,
+			// a few times and after a pause, before reporting it.
+			nackRounds++
+			wait := driver.BackoffDelay(nackBackoff(), nackRounds)
+			b.log.Debug("rabbit: resending nacked messages", "topic", topic, "count", len(nacked), "round", nackRounds, "wait", wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("rabbit: publish to %q: %w", topic, bt.messageError(nacked[0], stNacked, nil))
+			}
+			todo = append(lost, nacked...)
+			slices.Sort(todo)
+			continue
 		}
 		if len(lost) == 0 {
 			return nil
@@ -356,6 +401,11 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 			}
 		}
 		b.log.Debug("rabbit: resending unconfirmed messages", "topic", topic, "count", len(lost))
+		if len(nacked) > 0 { // resent with the lost ones, without a pause of their own
+			nackRounds++
+			lost = append(lost, nacked...)
+			slices.Sort(lost)
+		}
 		todo = lost
 	}
 }
