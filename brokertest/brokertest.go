@@ -159,6 +159,34 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
+// RunSettlement runs only the checks of what becomes of a delivered
+// message — acked, nacked and redelivered, closed while redelivering,
+// bounded deliveries, dead-lettering, redelivery delays — as subtests of
+// t. It is for a second configuration of an adapter whose whole suite
+// Run checks already: another queue type, say.
+func RunSettlement(t *testing.T, h Harness) {
+	if h.Open == nil {
+		t.Fatal("brokertest: Harness.Open is required")
+	}
+	s := &suite{h: h.withDefaults()}
+	for _, tc := range []struct {
+		name string
+		fn   func(t *testing.T)
+	}{
+		{"RoundTrip", s.testRoundTrip},
+		{"GroupsCompete", s.testGroupsCompete},
+		{"AckedNotRedelivered", s.testAckedNotRedelivered},
+		{"NackRedelivers", s.testNackRedelivers},
+		{"CloseWhileRedelivering", s.testCloseWhileRedelivering},
+		{"PoisonOptionsRefused", s.testPoisonOptionsRefused},
+		{"MaxDeliveriesDeadLetters", s.testMaxDeliveriesDeadLetters},
+		{"DefaultDeadLetter", s.testDefaultDeadLetter},
+		{"RedeliveryDelay", s.testRedeliveryDelay},
+	} {
+		t.Run(tc.name, tc.fn)
+	}
+}
+
 type suite struct{ h Harness }
 
 // open returns a Broker closed at the end of the test.

@@ -67,3 +67,34 @@ func conformanceHarness(t *testing.T, nodeURL string, opts ...rabbit.Option) bro
 		Sever: tcpproxy.Sever,
 	}
 }
+
+// TestSettlementClassic runs the settlement checks on classic group
+// queues, where the subscription counts failed deliveries itself.
+func TestSettlementClassic(t *testing.T) {
+	url := shared.URL(t)
+	leakCheck(t)
+	brokertest.RunSettlement(t, withQueueType(conformanceHarness(t, url, rabbit.WithName("settlement-classic")), rabbit.Classic))
+}
+
+// withQueueType makes every Subscribe of h's instances ask for kind.
+func withQueueType(h brokertest.Harness, kind rabbit.QueueType) brokertest.Harness {
+	open := h.Open
+	h.Open = func(ctx context.Context) (broker.Broker, error) {
+		b, err := open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return queueTyped{Broker: b, kind: kind}, nil
+	}
+	return h
+}
+
+// queueTyped adds a QueueType driver option to every group Subscribe.
+type queueTyped struct {
+	broker.Broker
+	kind rabbit.QueueType
+}
+
+func (q queueTyped) Subscribe(ctx context.Context, topic string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
+	return q.Broker.Subscribe(ctx, topic, h, append([]broker.SubscribeOption{broker.WithDriverOption(q.kind)}, opts...)...)
+}

@@ -170,9 +170,13 @@ func (b *Broker) String() string {
 	return fmt.Sprintf("rabbit.Broker(%q, %s)", b.cfg.Name, strings.Join(hosts, ", "))
 }
 
-// Capabilities: redelivery, competing consumers and persistence; no
-// per-key ordering (with Concurrency > 1 RabbitMQ hands one queue's
-// messages to handlers in parallel) and no replay. It never blocks.
+// Capabilities: redelivery, competing consumers, persistence,
+// dead-lettering (MaxDeliveries, DeadLetterTo) and redelivery delays
+// (through retry queues); no per-key ordering (with Concurrency > 1
+// RabbitMQ hands one queue's messages to handlers in parallel). Replay is
+// false because classic and quorum queues keep no history: a subscription
+// with the QueueType(Stream) driver option reads a stream, which honours
+// every broker.StartAt position. It never blocks.
 func (b *Broker) Capabilities() broker.Capabilities {
 	return broker.Capabilities{
 		Redelivery:         true,
@@ -180,6 +184,8 @@ func (b *Broker) Capabilities() broker.Capabilities {
 		PerKeyOrdering:     false,
 		Replay:             false,
 		Persistent:         true,
+		DeadLetter:         true,
+		RedeliveryDelay:    true,
 		MaxMessageSize:     b.cfg.MaxMessageSize,
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -37,34 +38,73 @@ type subscription struct {
 	queue string // durable group queue; "" for a private server-named queue
 	keys  []string
 	cfg   broker.SubscribeConfig
+	plan  queuePlan
 	h     broker.Handler
+
+	// streamSeen is the highest stream offset a worker took (−1: none):
+	// a re-established stream consumer resumes after it.
+	streamSeen atomic.Int64
 
 	established chan error // the first setup's outcome (buffered)
 }
 
 // Subscribe declares topic's exchange (durable, type topic) and the
 // subscription's queue — for a group a durable queue "<topic>.<group>"
-// shared by the group's members, otherwise an exclusive auto-delete
-// server-named queue — binds it with "#" (or BindingKeys), sets the
-// prefetch (basic.qos; default 2 × Concurrency, at least 16) and starts
-// Concurrency handler workers. It returns once the consumer is
+// (or QueueName) shared by the group's members, a quorum queue unless
+// QueueType says otherwise; without a group an exclusive auto-delete
+// server-named classic queue — binds it with "#" (or BindingKeys), sets
+// the prefetch (basic.qos; default 2 × Concurrency, at least 16) and
+// starts Concurrency handler workers. It returns once the consumer is
 // registered, or with an error when ctx ends first.
 //
-// Handlers returning nil ack the message; an error (or panic) nacks it
-// with requeue, so it is redelivered. Delivery survives connection loss:
-// the subscription redeclares its topology and resumes consuming on the
-// recovered connection (a private queue is new then: messages published
-// meanwhile are not delivered to it). It ends when the Subscription is
-// closed, ctx ends, or the Broker closes; the Subscription's Close waits
-// for running handlers (which then ack) by its ctx, then closes the
-// consumer channel, which requeues every message delivered and not yet
-// acknowledged. Driver options: BindingKeys,
-// QueueName. StartAt other than broker.Latest() is ErrUnsupported.
+// Handlers returning nil ack the message. A handler error (or panic) is a
+// failed delivery: the message is redelivered — at once by a nack with
+// requeue, or after broker.RedeliveryDelay through a retry queue (see
+// below) — until broker.MaxDeliveries (default
+// broker.DefaultMaxDeliveries) deliveries failed; then it is
+// dead-lettered: published, with the handler's error in
+// broker.HeaderLastError, to the dead-letter topic (DeadLetterTo, default
+// broker.DeadLetterTopic(topic)), whose queue "<dead-letter
+// topic>.kept" (broker.DeadLetterGroup) Subscribe declares beforehand so
+// that nothing is dropped for want of a reader. A quorum queue also counts
+// a delivery whose consumer was lost while it was handled — or merely
+// prefetched: keep Prefetch low where consumers crash — and dead-letters it
+// itself (x-delivery-limit, at least once, through x-dead-letter-exchange)
+// without HeaderLastError; on a classic queue the subscription counts by
+// republishing the failed message with its count, so a lost consumer's
+// message is not counted. A stream never takes a message back: the
+// handler is called again on it after the delay (default 20 ms doubling
+// to 5 s). broker.UnlimitedDeliveries turns dead-lettering off.
+//
+// Redelivery delays use one durable retry queue per delay step,
+// "<queue>.retry-<delay>", whose message TTL dead-letters the message
+// back into the queue (no plugin): the other messages go on meanwhile.
+// broker.RedeliveryBackoff uses its steps without jitter on RabbitMQ (one
+// queue per step, at most 32). Every move of a message — into a retry
+// queue, back into a classic queue, to the dead-letter topic — is a
+// confirmed publish before the ack of the original, so a crash between
+// the two delivers it twice rather than never; a move that fails requeues
+// the message after the delay (or a backoff step), never in a hot loop.
+//
+// Delivery survives connection loss: the subscription redeclares its
+// topology and resumes consuming on the recovered connection (a private
+// queue is new then: messages published meanwhile are not delivered to
+// it; a stream resumes after the last message it took). It ends when the
+// Subscription is closed, ctx ends, or the Broker closes; the
+// Subscription's Close waits for running handlers (which then ack) by its
+// ctx, then closes the consumer channel, which requeues every message
+// delivered and not yet acknowledged. A queue that exists with other
+// arguments (another type, another delivery limit) fails Subscribe with
+// ErrInvalidOption naming them. Driver options: BindingKeys, QueueName,
+// QueueType, SingleActiveConsumer. StartAt other than broker.Latest()
+// needs QueueType(Stream) (ErrUnsupported otherwise).
 func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
 	if b.isClosing() {
 		return nil, fmt.Errorf("rabbit: subscribe: %w", broker.ErrClosed)
 	}
-	cfg, err := driver.CheckSubscribe(topic, h, b.Capabilities(), opts...)
+	caps := b.Capabilities()
+	caps.Replay = true // streams keep history: newQueuePlan checks the position against the queue type
+	cfg, err := driver.CheckSubscribe(topic, h, caps, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
@@ -77,8 +117,14 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if cfg.Group != "" {
 		queue = topic + "." + cfg.Group
 	}
+	var kind QueueType
+	kindSet, single := false, false
 	for _, o := range cfg.DriverOptions {
 		switch v := o.(type) {
+		case QueueType:
+			kind, kindSet = v, true
+		case SingleActiveConsumer:
+			single = bool(v)
 		case BindingKeys:
 			if len(v) == 0 {
 				return nil, fmt.Errorf("rabbit: subscribe to %q: %w: empty BindingKeys", topic, broker.ErrInvalidOption)
@@ -102,6 +148,20 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if err := checkName("queue name", queue); err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
+	plan, err := newQueuePlan(cfg, topic, kind, kindSet, single)
+	if err != nil {
+		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
+	}
+	if plan.deadTopic == topic {
+		return nil, fmt.Errorf("rabbit: subscribe to %q: %w: dead-letter topic is the subscription's own topic", topic, broker.ErrInvalidOption)
+	}
+	if queue != "" {
+		for _, d := range plan.delays {
+			if err := checkName("retry queue name", retryQueue(queue, d)); err != nil {
+				return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
+			}
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
@@ -109,10 +169,11 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	log := b.log.With("topic", topic, "group", cfg.Group)
 	s := &subscription{
 		Subscription: driver.NewSubscription(ctx, "rabbit", topic, log),
-		b:            b, topic: topic, queue: queue, keys: keys, cfg: cfg, h: h,
+		b:            b, topic: topic, queue: queue, keys: keys, cfg: cfg, plan: plan, h: h,
 		log:         log,
 		established: make(chan error, 1),
 	}
+	s.streamSeen.Store(-1)
 
 	b.mu.Lock()
 	if !b.gate.Track(s.Subscription) {
@@ -213,21 +274,49 @@ func (s *subscription) consume(sess *session, first bool) (established bool, err
 		return false, wireError(fmt.Sprintf("rabbit: declare exchange %q", s.topic), err)
 	}
 	var q amqp.Queue
-	if s.queue != "" {
-		q, err = ch.QueueDeclare(s.queue, true, false, false, false, nil)
-	} else {
+	switch {
+	case s.queue != "" && s.queue == keptQueue(s.topic) && s.cfg.Group == broker.DeadLetterGroup:
+		// The dead-lettering subscription may have declared it already:
+		// read it as it is.
+		q.Name = s.queue
+		_, err = declareUnlessExists(sess.conn, s.queue, s.plan.queueArgs(serverMajor(sess.conn)))
+	case s.queue != "":
+		q, err = ch.QueueDeclare(s.queue, true, false, false, false, s.plan.queueArgs(serverMajor(sess.conn)))
+		if err != nil {
+			if terr := typeMismatch(sess.conn, s.queue, s.plan.kind, err); terr != nil {
+				return false, terr
+			}
+		}
+	default:
 		q, err = ch.QueueDeclare("", false, true, true, false, nil)
 	}
 	if err != nil {
-		return false, wireError(fmt.Sprintf("rabbit: declare queue %q", s.queue), err)
+		return false, declareError(s.queue, err)
 	}
 	for _, k := range s.keys {
 		if err := ch.QueueBind(q.Name, k, s.topic, false, nil); err != nil {
 			return false, wireError(fmt.Sprintf("rabbit: bind queue %q to %q with %q", q.Name, s.topic, k), err)
 		}
 	}
+	retries, err := s.declareRetryQueues(ch, q.Name)
+	if err != nil {
+		return false, err
+	}
+	if s.plan.limit > 0 {
+		if err := declareKept(sess.conn, s.plan.deadTopic); err != nil {
+			return false, err
+		}
+	}
+	var consumeArgs amqp.Table
+	if s.plan.kind == Stream {
+		at, err := s.streamStart()
+		if err != nil {
+			return false, err
+		}
+		consumeArgs = amqp.Table{argStreamOffset: at}
+	}
 	tag := consumerTag()
-	deliveries, err := ch.Consume(q.Name, tag, false, false, false, false, nil)
+	deliveries, err := ch.Consume(q.Name, tag, false, false, false, false, consumeArgs)
 	if err != nil {
 		return false, wireError(fmt.Sprintf("rabbit: consume from %q", q.Name), err)
 	}
@@ -238,8 +327,9 @@ func (s *subscription) consume(sess *session, first bool) (established bool, err
 		"concurrency", s.cfg.Concurrency, "gen", sess.gen, "took", time.Since(begin).Round(time.Millisecond))
 
 	var wg sync.WaitGroup
+	own := ownQueue{name: q.Name, retries: retries}
 	for range s.cfg.Concurrency {
-		wg.Go(func() { s.work(deliveries) })
+		wg.Go(func() { s.work(deliveries, own) })
 	}
 	workersDone := make(chan struct{})
 	go func() {
@@ -270,29 +360,29 @@ func (s *subscription) consume(sess *session, first bool) (established bool, err
 // work handles deliveries until the channel's delivery stream ends. While
 // stopping it leaves deliveries unacknowledged; closing the channel
 // requeues them.
-func (s *subscription) work(deliveries <-chan amqp.Delivery) {
+func (s *subscription) work(deliveries <-chan amqp.Delivery, q ownQueue) {
 	for d := range deliveries {
 		if !s.Begin() {
 			continue
 		}
-
-		err := s.handle(&d)
-		if err == nil {
+		m, failed := s.message(&d)
+		if s.plan.kind == Stream {
+			s.handleStream(&d, m, q)
+		} else if err := s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group}); err == nil {
 			if aerr := d.Ack(false); aerr != nil {
 				s.log.Debug("rabbit: ack failed; the message will be redelivered", "err", aerr)
 			}
 		} else {
-			s.log.Debug("rabbit: handler failed; nacking for redelivery", "id", d.MessageId, "err", err)
-			if nerr := d.Nack(false, true); nerr != nil {
-				s.log.Debug("rabbit: nack failed; the message will be redelivered", "err", nerr)
-			}
+			s.failed(&d, m, q, failed+1, err)
 		}
 		s.End()
 	}
 }
 
-// handle runs the handler on d.
-func (s *subscription) handle(d *amqp.Delivery) error {
+// message is the broker.Message of d, and how many deliveries of it
+// failed before this one: the queue's own count (quorum), plus the count
+// a moved message carries (see failure.go).
+func (s *subscription) message(d *amqp.Delivery) (*broker.Message, int) {
 	m := &broker.Message{
 		ID:          d.MessageId,
 		Key:         d.RoutingKey,
@@ -304,28 +394,51 @@ func (s *subscription) handle(d *amqp.Delivery) error {
 			EnqueuedAt:  d.Timestamp,
 		},
 	}
-	if m.Metadata.Topic == "" {
-		m.Metadata.Topic = s.topic
+	if m.Metadata.Topic == "" || d.Exchange != s.topic {
+		m.Metadata.Topic = s.topic // a moved message comes back through the default exchange
 	}
+	failed := 0
 	if len(d.Headers) > 0 {
 		m.Headers = make(map[string]string, len(d.Headers))
 		for k, v := range d.Headers {
-			switch x := v.(type) {
-			case string:
-				m.Headers[k] = x
-			case []byte:
-				m.Headers[k] = string(x)
-			default:
-				m.Headers[k] = fmt.Sprint(x)
+			switch k {
+			case hdrFailures:
+				failed += headerInt(v)
+				continue
+			case hdrKey:
+				m.Key = headerString(v)
+				continue
+			case "x-delivery-count":
+				failed += headerInt(v)
+			case argStreamOffset:
+				if off, ok := v.(int64); ok {
+					m.Metadata.Offset = strconv.FormatInt(off, 10)
+					m.Metadata.SequenceNumber = off
+				}
 			}
-		}
-		if n, ok := d.Headers["x-delivery-count"]; ok {
-			if c, err := strconv.Atoi(fmt.Sprint(n)); err == nil {
-				m.Metadata.DeliveryCount = c
-			}
+			m.Headers[k] = headerString(v)
 		}
 	}
-	return s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group})
+	if failed > 0 {
+		m.Metadata.Redelivered = true
+	}
+	m.Metadata.DeliveryCount = failed
+	return m, failed
+}
+
+func headerString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	}
+	return fmt.Sprint(v)
+}
+
+func headerInt(v any) int {
+	n, _ := strconv.Atoi(headerString(v))
+	return max(n, 0)
 }
 
 func consumerTag() string {
