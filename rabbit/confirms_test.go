@@ -126,9 +126,39 @@ func TestNackResentThenConfirmed(t *testing.T) {
 	}
 }
 
+// TestNackedChannelReplaced: a channel the server nacked a message on is
+// closed and replaced, and the resend goes on the new channel. (RabbitMQ
+// 3.10 nacks every later publish of a channel whose first publish to a
+// quorum queue found its leader down, for as long as the channel lives:
+// measured on a cluster, and the reason for this rule; a fresh channel
+// publishes fine.)
+func TestNackedChannelReplaced(t *testing.T) {
+	leakCheck(t)
+	b, conn, _ := fakeBroker(t)
+	ctx := ctxFor(t, 20*time.Second)
+	done := publishAsync(ctx, b, "t", &broker.Message{ID: "nacked-once"})
+	p := nextPublishes(t, conn, 1)[0]
+	opened := len(conn.Channels())
+	if err := conn.Nack(p.Channel, p.Tag, false); err != nil {
+		t.Fatal(err)
+	}
+	again := nextPublishes(t, conn, 1)[0]
+	chans := conn.Channels()
+	if len(chans) != opened+1 || again.Channel != chans[len(chans)-1] || again.Channel == p.Channel {
+		t.Fatalf("nacked on channel %d, resent on channel %d; channels opened %v (%d before the nack), want the resend on one new channel",
+			p.Channel, again.Channel, chans, opened)
+	}
+	if err := conn.Ack(again.Channel, again.Tag, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Publish = %v, want nil once the resend is confirmed", err)
+	}
+}
+
 // TestMultipleAckOverNack: RabbitMQ may nack tag 2 alone and then ack up
 // to tag 3 with one multiple ack. The multiple ack settles only tags 1
-// and 3: message 1 of the call is reported nacked once its 3 resends are
+// and 3: message 1 of the call is reported nacked once its resends are
 // nacked too. (amqp091-go's NotifyPublish reports all three acked; see
 // internal/amqpfake.)
 func TestMultipleAckOverNack(t *testing.T) {
@@ -137,14 +167,12 @@ func TestMultipleAckOverNack(t *testing.T) {
 	ctx := ctxFor(t, 20*time.Second)
 	done := publishAsync(ctx, b, "t", &broker.Message{ID: "a"}, &broker.Message{ID: "b"}, &broker.Message{ID: "a"})
 	ps := nextPublishes(t, conn, 3)
-	ch := ps[0].Channel
-	if err := conn.Nack(ch, ps[1].Tag, false); err != nil {
+	// In one write: the client retires a channel that nacks (see
+	// TestNackedChannelReplaced), and a later confirm must not race that.
+	if err := conn.Confirms(ps[0].Channel, amqpfake.Confirm{Tag: ps[1].Tag, Nack: true}, amqpfake.Confirm{Tag: ps[2].Tag, Multiple: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.Ack(ch, ps[2].Tag, true); err != nil {
-		t.Fatal(err)
-	}
-	nackResends(t, conn, 3, map[string]bool{"b": true})
+	nackResends(t, conn, rabbit.MaxNackResends, map[string]bool{"b": true})
 	err := <-done
 	if !errors.Is(err, broker.ErrNacked) {
 		t.Fatalf("Publish = %v, want ErrNacked", err)
@@ -158,13 +186,10 @@ func TestMultipleAckOverNack(t *testing.T) {
 	// that comes last is still that message's answer.
 	done = publishAsync(ctx, b, "t", &broker.Message{ID: "c"}, &broker.Message{ID: "d"})
 	ps = nextPublishes(t, conn, 2)
-	if err := conn.Nack(ch, ps[0].Tag, false); err != nil {
+	if err := conn.Confirms(ps[0].Channel, amqpfake.Confirm{Tag: ps[0].Tag, Nack: true}, amqpfake.Confirm{Tag: ps[1].Tag}); err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.Ack(ch, ps[1].Tag, false); err != nil {
-		t.Fatal(err)
-	}
-	nackResends(t, conn, 3, map[string]bool{"c": true})
+	nackResends(t, conn, rabbit.MaxNackResends, map[string]bool{"c": true})
 	err = <-done
 	if me := messageError(t, err); !errors.Is(err, broker.ErrNacked) || me.Index != 0 {
 		t.Errorf("Publish = %v, want message 0 nacked", err)
@@ -179,24 +204,50 @@ func TestMultipleAckOverNack(t *testing.T) {
 	}
 	ps = nextPublishes(t, conn, n)
 	nacked := map[string]bool{}
+	var script []amqpfake.Confirm
 	for k, p := range ps {
+		if p.Channel != ps[0].Channel {
+			t.Fatalf("publishes on channels %d and %d, want one", ps[0].Channel, p.Channel)
+		}
 		if k%3 == 1 {
 			nacked[p.MessageID] = true
-			if err := conn.Nack(ch, p.Tag, false); err != nil {
-				t.Fatal(err)
-			}
+			script = append(script, amqpfake.Confirm{Tag: p.Tag, Nack: true})
 		}
 	}
-	if err := conn.Ack(ch, ps[n-1].Tag, true); err != nil {
+	script = append(script, amqpfake.Confirm{Tag: ps[n-1].Tag, Multiple: true})
+	if err := conn.Confirms(ps[0].Channel, script...); err != nil {
 		t.Fatal(err)
 	}
-	nackResends(t, conn, 3*len(nacked), nacked)
+	// The resends run concurrently, and a channel that nacks one is
+	// replaced, so that a resend on it may be lost and sent once more:
+	// nack every resend until all calls are answered.
+	nctx, stopNacking := context.WithCancel(ctx)
+	nacking := make(chan []string, 1)
+	go func() {
+		var wrong []string
+		for {
+			p, err := conn.NextPublish(nctx)
+			if err != nil {
+				nacking <- wrong
+				return
+			}
+			if !nacked[p.MessageID] {
+				wrong = append(wrong, p.MessageID)
+			}
+			_ = conn.Nack(p.Channel, p.Tag, false)
+		}
+	}()
+	defer stopNacking()
 	for i, r := range results {
 		err := <-r
 		id := fmt.Sprint("m", i)
 		if nacked[id] != errors.Is(err, broker.ErrNacked) || (!nacked[id] && err != nil) {
 			t.Errorf("Publish of %s (nacked by the server: %v) = %v", id, nacked[id], err)
 		}
+	}
+	stopNacking()
+	if wrong := <-nacking; len(wrong) > 0 {
+		t.Errorf("resent %v, which the server acked", wrong)
 	}
 }
 

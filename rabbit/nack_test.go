@@ -100,8 +100,8 @@ func TestPublishNacked(t *testing.T) {
 	if rs := logs.since(0, "rabbit: resending unconfirmed messages"); len(rs) > 0 {
 		t.Errorf("the nacked message was resent as unconfirmed: %v", rs)
 	}
-	if rs := logs.since(0, "rabbit: resending nacked messages"); len(rs) != 3 {
-		t.Errorf("the nacked message was resent %d times, want 3: %v", len(rs), rs)
+	if rs := logs.since(0, "rabbit: resending nacked messages"); len(rs) != rabbit.MaxNackResends {
+		t.Errorf("the nacked message was resent %d times, want %d: %v", len(rs), rabbit.MaxNackResends, rs)
 	}
 	get("fits")
 

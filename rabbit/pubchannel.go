@@ -66,6 +66,9 @@ type pubChannel struct {
 	orphans  []written        // writes of Publish calls that returned first: their returns are dropped
 	err      *amqp.Error      // why the channel closed
 	serverCh bool             // closed by a server channel error, the connection alive
+
+	retired  atomic.Bool   // to be closed by its writer after a nack, and replaced
+	retiring chan struct{} // closed by retire: wakes the writer to close the channel
 }
 
 // openChannel opens one confirm-mode channel of the pool and starts its
@@ -83,6 +86,7 @@ func (s *session) openChannel(id int) (*pubChannel, error) {
 		s: s, id: id, ch: ch,
 		in:       make(chan *batch),
 		end:      make(chan struct{}),
+		retiring: make(chan struct{}),
 		returned: make(map[int64]string),
 	}
 	// Room for a return of every message the window lets be in flight,
@@ -127,6 +131,9 @@ func (s *session) pick() *pubChannel {
 		if pc == nil {
 			continue
 		}
+		if pc.retired.Load() {
+			continue
+		}
 		select {
 		case <-pc.end:
 		default:
@@ -159,10 +166,17 @@ func (r *dcRing) pop() {
 // write publishes the batches handed to it until the channel is gone.
 func (pc *pubChannel) write() {
 	win := &dcRing{buf: make([]*amqp.DeferredConfirmation, pc.s.l.b.cfg.PublishWindow)}
+	retiring := pc.retiring
 	for {
 		select {
 		case b := <-pc.in:
 			pc.publish(b, win)
+		case <-retiring:
+			// The writer alone publishes on the channel, so it alone may
+			// close it: a publish written after our channel.close would
+			// make RabbitMQ close the whole connection (504 CHANNEL_ERROR).
+			retiring = nil
+			_ = pc.ch.Close()
 		case <-pc.end:
 			return
 		}
@@ -178,6 +192,10 @@ func (pc *pubChannel) publish(b *batch, win *dcRing) {
 	// next one on the same batch.
 	idx := b.idx
 	for k, i := range idx {
+		if pc.retired.Load() {
+			b.finishRound(idx[k:], stLost)
+			return
+		}
 		for win.size == len(win.buf) {
 			select {
 			case <-win.oldest().Done():
@@ -240,6 +258,7 @@ func (pc *pubChannel) watchClose(closes chan *amqp.Error) {
 	// the connection first (amqp091 marks it closed before its channels).
 	pc.serverCh = e != nil && e.Server && !pc.s.conn.IsClosed()
 	serverCh := pc.serverCh
+	retired := pc.retired.Load() && !pc.s.conn.IsClosed()
 	pc.mu.Unlock()
 	if serverCh {
 		// Before end wakes a Publish that resends: an exchange the error
@@ -249,8 +268,28 @@ func (pc *pubChannel) watchClose(closes chan *amqp.Error) {
 	close(pc.end)
 	if serverCh {
 		pc.s.l.log.Warn("rabbit: publishing channel closed by the server", "channel", pc.id, "reason", errorText(e))
+	}
+	if serverCh || retired {
 		pc.s.l.b.wg.Go(func() { pc.s.replace(pc) }) // this goroutine counts in wg: Add cannot race Wait
 	}
+}
+
+// retire has the writer close a channel the server nacked a message on,
+// once, so that it is replaced by a fresh one; from now on no Publish
+// picks it and its writer writes nothing more on it. RabbitMQ 3.10 nacks every publish of a
+// channel whose first publish to a quorum queue found the queue's leader
+// down, for as long as the channel lives (measured on a cluster: the
+// resends of such a channel were nacked for minutes, while a channel
+// opened after the election published fine). A nack is rare otherwise, so
+// a new channel per nacking channel costs little. The channel's other
+// unconfirmed messages are resent by their Publish calls, as after any
+// channel loss.
+func (pc *pubChannel) retire() {
+	if !pc.retired.CompareAndSwap(false, true) {
+		return
+	}
+	pc.s.l.log.Info("rabbit: replacing a publishing channel the server nacked a message on", "channel", pc.id)
+	close(pc.retiring)
 }
 
 // drainReturns records every return in the queue.

@@ -130,22 +130,53 @@ func (c *Conn) NextPublish(ctx context.Context) (Publish, error) {
 
 // Ack sends basic.ack (60,80) for tag on channel. The tag is not checked
 // against what the client published, so that tests can probe how a client
-// copes with unknown or repeated tags.
+// copes with unknown or repeated tags. On a channel that is not open (the
+// client closed it, say) nothing is sent, as RabbitMQ sends nothing on a
+// channel after its close: a script may answer a publish its client has
+// given up with the channel.
 func (c *Conn) Ack(channel uint16, tag uint64, multiple bool) error {
 	m := newMethod(basicAck)
 	m.longlong(tag)
 	m.bit(multiple)
-	return c.write(appendFrame(nil, frameMethod, channel, m.b))
+	return c.writeOnOpen(channel, appendFrame(nil, frameMethod, channel, m.b))
 }
 
 // Nack sends basic.nack (60,120) with requeue false for tag on channel. Like
-// Ack it does not check the tag.
+// Ack it does not check the tag, and sends nothing on a channel not open.
 func (c *Conn) Nack(channel uint16, tag uint64, multiple bool) error {
 	m := newMethod(basicNack)
 	m.longlong(tag)
 	m.bit(multiple)
 	m.bit(false) // requeue
-	return c.write(appendFrame(nil, frameMethod, channel, m.b))
+	return c.writeOnOpen(channel, appendFrame(nil, frameMethod, channel, m.b))
+}
+
+// Confirm is one basic.ack or basic.nack of a [Conn.Confirms] script.
+type Confirm struct {
+	Tag      uint64
+	Multiple bool
+	Nack     bool // basic.nack (requeue false) instead of basic.ack
+}
+
+// Confirms sends cs on channel in one write, so that the client reads them
+// all before anything it does in answer to the first can reach the server
+// (a client that closes the channel on a nack, say). Like Ack it sends
+// nothing on a channel not open.
+func (c *Conn) Confirms(channel uint16, cs ...Confirm) error {
+	var b []byte
+	for _, cf := range cs {
+		m := newMethod(basicAck)
+		if cf.Nack {
+			m = newMethod(basicNack)
+		}
+		m.longlong(cf.Tag)
+		m.bit(cf.Multiple)
+		if cf.Nack {
+			m.bit(false) // requeue
+		}
+		b = appendFrame(b, frameMethod, channel, m.b)
+	}
+	return c.writeOnOpen(channel, b)
 }
 
 // Return sends basic.return (60,50) for p on p.Channel, with p's exchange
@@ -153,7 +184,8 @@ func (c *Conn) Nack(channel uint16, tag uint64, multiple bool) error {
 // content-type, app-id and headers and by p's body, split into body frames at the
 // frame-max the client negotiated. RabbitMQ sends the return of an
 // unroutable mandatory message before its basic.ack; a script reproduces
-// that by calling Return and then Ack.
+// that by calling Return and then Ack. Like Ack it sends nothing on a
+// channel not open.
 func (c *Conn) Return(p Publish, code uint16, text string) error {
 	m := newMethod(basicReturn)
 	m.short(code)
@@ -178,7 +210,7 @@ func (c *Conn) Return(p Publish, code uint16, text string) error {
 	for body := p.Body; len(body) > 0; body = body[min(chunk, len(body)):] {
 		b = appendFrame(b, frameBody, p.Channel, body[:min(chunk, len(body))])
 	}
-	return c.write(b)
+	return c.writeOnOpen(p.Channel, b)
 }
 
 // CloseChannel sends channel.close (20,40) with code and text on channel, as
@@ -279,6 +311,17 @@ func (c *Conn) ClientProperties() map[string]any { return c.clientProps }
 func (c *Conn) write(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.writeLocked(b)
+}
+
+// writeOnOpen sends b, frames of channel, if that channel is open, and
+// drops it otherwise.
+func (c *Conn) writeOnOpen(channel uint16, b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.channels[channel] == nil {
+		return nil
+	}
 	return c.writeLocked(b)
 }
 
