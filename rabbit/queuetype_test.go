@@ -66,7 +66,8 @@ func (b *inbox) count() int {
 
 func subscribeT(t *testing.T, b *rabbit.Broker, topic string, h broker.Handler, opts ...broker.SubscribeOption) broker.Subscription {
 	t.Helper()
-	sub, err := b.Subscribe(ctxFor(t, 30*time.Second), topic, h, opts...)
+	// The Subscribe ctx bounds the subscription's life: the test's.
+	sub, err := b.Subscribe(t.Context(), topic, h, opts...)
 	if err != nil {
 		t.Fatalf("subscribe to %q: %v", topic, err)
 	}
