@@ -18,13 +18,31 @@
 // Mapping: a topic is a durable exchange of type topic; Message.Key is the
 // routing key; a subscription group is a durable queue named
 // "<topic>.<group>" bound to the exchange with routing pattern "#" (see
-// BindingKeys and QueueName); members of a group compete for its
+// BindingKeys and QueueName) — a quorum queue unless the QueueType driver
+// option says classic or stream; members of a group compete for its
 // messages; a subscription without a group gets an exclusive, auto-delete,
-// server-named queue that lives as long as the subscription. Messages are
-// persistent. A handler's nil acks (basic.ack), an error nacks with
-// requeue, so the message is redelivered (Metadata.Redelivered is set).
-// RabbitMQ does not order per key once handlers run concurrently, and keeps
-// no history for new queues: Capabilities says so.
+// server-named classic queue that lives as long as the subscription.
+// Messages are persistent. A handler's nil acks (basic.ack); an error (or
+// a panic) is a failed delivery: the message is redelivered
+// (Metadata.Redelivered is set), after the subscription's redelivery delay
+// if it has one, until broker.MaxDeliveries (default 20) deliveries have
+// failed, and then dead-lettered. RabbitMQ does not order per key once
+// handlers run concurrently, and keeps no history for new queues other
+// than streams: Capabilities says so.
+//
+// Poison messages without plugins: a quorum queue counts deliveries itself
+// (x-delivery-limit, a lost consumer's messages included) and dead-letters
+// at least once (x-dead-letter-strategy at-least-once, x-overflow
+// reject-publish) through the dead-letter topic's exchange, where the
+// queue of broker.DeadLetterGroup keeps the message; a classic queue's
+// failed deliveries are counted by the subscription, which republishes the
+// message with its count. A redelivery delay is a retry queue per delay
+// step ("<queue>.retry-<delay>", a message TTL and a dead-letter route
+// back into the queue), so that the delayed message blocks nothing. A
+// stream retries a failed message in place. Upgrading from a release that
+// declared classic group queues: Subscribe fails with ErrInvalidOption
+// naming x-queue-type until the subscription gives QueueType Classic (or
+// another queue name, or the queue is deleted).
 //
 // Isolation: every Broker owns its connections (one for publishing, one
 // opened by the first Subscribe for consuming, unless
