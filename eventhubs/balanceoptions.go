@@ -127,8 +127,8 @@ type BalancedOption struct {
 // receiver had prefetched before the takeover may still be handled until
 // the takeover is noticed (at the latest at the next update).
 //
-// Checkpoints: an event whose handler returned nil (or that
-// MaxHandlerRetries skipped) advances its partition's checkpoint (offset
+// Checkpoints: an event whose handler returned nil (or that was
+// dead-lettered, see Subscribe) advances its partition's checkpoint (offset
 // and sequence number). Checkpoints are written every CheckpointEvery
 // events or CheckpointInterval, on hand-over and on Close. A new owner
 // starts after the partition's checkpoint, so a hand-over replays at most

@@ -114,15 +114,22 @@ func (b *Broker) LogValue() slog.Value { return slog.StringValue(b.String()) }
 //     every partition they attach to; owner levels decide who keeps one.
 //   - PerKeyOrdering true: a key maps to one partition, read in order.
 //   - Replay true, Persistent true.
+//   - DeadLetter true, RedeliveryDelay true: a failing event is retried in
+//     place (blocking its partition only) with the redelivery delay, and
+//     after broker.MaxDeliveries deliveries published to the dead-letter
+//     event hub, which must exist with a "kept" consumer group; see
+//     Subscribe.
 //   - MaxMessageSize: the largest Body of an event without ID, key or
 //     headers that fits the sender link's max-message-size (the configured
 //     assumption until a link has reported it).
 func (b *Broker) Capabilities() broker.Capabilities {
 	return broker.Capabilities{
-		PerKeyOrdering: true,
-		Replay:         true,
-		Persistent:     true,
-		MaxMessageSize: int(b.maxMsg.Load()) - b.overhead,
+		PerKeyOrdering:  true,
+		Replay:          true,
+		Persistent:      true,
+		DeadLetter:      true,
+		RedeliveryDelay: true,
+		MaxMessageSize:  int(b.maxMsg.Load()) - b.overhead,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,17 +38,26 @@ type (
 	// Err reports the ownership loss. It must not block.
 	OnOwnershipLost func(partitionID string, err error)
 
-	// MaxHandlerRetries bounds how often the handler loop retries an event
-	// whose handler returned an error (0, the default: until it succeeds
-	// or the subscription ends). When the bound is reached the event is
-	// skipped and logged at error level.
+	// MaxHandlerRetries(n) is broker.MaxDeliveries(n+1): after the first
+	// delivery and n retries, the event is dead-lettered (see Subscribe).
+	// 0 is the default (broker.DefaultMaxDeliveries). Giving a positive n
+	// together with broker.MaxDeliveries or broker.UnlimitedDeliveries is
+	// refused with broker.ErrInvalidOption.
+	//
+	// Deprecated: use broker.MaxDeliveries, which every adapter honours.
+	// (Before dead-lettering existed, an event that reached this bound was
+	// skipped; it is now published to the dead-letter hub.)
 	MaxHandlerRetries int
 )
 
-// handler-loop backoff after a handler error.
+// The handler loop's backoff between the deliveries of a failing event
+// when the subscription sets no broker.RedeliveryDelay: 20 ms, doubling,
+// at most 1 s. The cap keeps the default poison handling
+// (broker.DefaultMaxDeliveries deliveries, then the dead-letter hub) near
+// 14 s instead of the minute a longer cap would take.
 const (
 	handlerRetryBase = 20 * time.Millisecond
-	handlerRetryMax  = 5 * time.Second
+	handlerRetryMax  = time.Second
 )
 
 // Subscribe reads every partition of the event hub topic (or those of a
@@ -65,10 +75,37 @@ const (
 //
 // Acknowledgement: Event Hubs has no per-message settlement. A handler
 // error (or panic) is not checkpointed: the same event is handed to the
-// handler again, after a backoff, with Metadata.Redelivered set and
-// DeliveryCount counting, and the partition does not move on until it
-// succeeds (see MaxHandlerRetries). Capabilities.Redelivery is false
-// because the service itself never redelivers.
+// handler again, in place, with Metadata.Redelivered set and
+// DeliveryCount counting, and its partition does not move on meanwhile —
+// a partition is an ordered log, so a failing event blocks the events
+// behind it on that partition (and only there: the other partitions, and
+// the handler slots of broker.Concurrency, go on). Capabilities.Redelivery
+// is false because the service itself never redelivers.
+//
+// Poison events (Capabilities.DeadLetter, RedeliveryDelay): the wait
+// before each new delivery is broker.RedeliveryDelay's (or
+// RedeliveryBackoff's step), and without either 20 ms doubling up to 1 s.
+// After broker.MaxDeliveries deliveries (default
+// broker.DefaultMaxDeliveries; broker.UnlimitedDeliveries retries for as
+// long as the subscription runs) the event is published, through this
+// Broker's connection, to the dead-letter topic — another event hub of the
+// namespace, broker.DeadLetterTo or broker.DeadLetterTopic(topic) — with
+// its ID, key, body, content type and properties (less PartitionIDHeader)
+// and the headers broker.HeaderOriginalTopic, HeaderOriginalGroup (the
+// consumer group, "$Default" when none was given), HeaderDeliveryCount
+// and HeaderLastError; then the partition moves on past it (and, Balanced,
+// checkpoints past it). The dead-letter hub and its broker.DeadLetterGroup
+// ("kept") consumer group must exist: the adapter does not create them
+// (consumer groups are made through Azure's management plane, not AMQP).
+// A dead-letter publish that fails is retried — with Config.Backoff while
+// the failure is retryable, every Backoff.Max (logged at error level)
+// when it is not, such as a missing hub — and the partition waits: the
+// event is never skipped. The delivery count lives in the subscription:
+// a partition read again after a restart or a hand-over (from its last
+// checkpoint) counts from 1. A subscription stopped while an event waits
+// to be delivered again (or to be dead-lettered again after a failed
+// attempt) neither passes over nor checkpoints it; a dead-letter publish
+// under way when Close is called is waited for like a running handler.
 //
 // Recovery: a detached link (amqp:link:detach-forced and the like) is
 // re-attached at once; a lost connection is rebuilt at once; busy or
@@ -93,6 +130,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 		s.group = DefaultConsumerGroup
 	}
 	var bal *BalancedOption // load balancing (balanceoptions.go)
+	handlerRetries := 0     // the deprecated MaxHandlerRetries
 	for _, o := range cfg.DriverOptions {
 		switch v := o.(type) {
 		case BalancedOption:
@@ -112,11 +150,23 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 			if v < 0 {
 				return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: MaxHandlerRetries %d is negative", topic, broker.ErrInvalidOption, v)
 			}
-			s.maxRetries = int(v)
+			handlerRetries = int(v)
 		default:
 			return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: unknown driver option %T", topic, broker.ErrInvalidOption, o)
 		}
 	}
+	if handlerRetries > 0 {
+		if cfg.MaxDeliveries != 0 {
+			return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: MaxHandlerRetries(%d) and MaxDeliveries/UnlimitedDeliveries both bound the deliveries; use MaxDeliveries alone",
+				topic, broker.ErrInvalidOption, handlerRetries)
+		}
+		s.cfg.MaxDeliveries = handlerRetries + 1
+		if handlerRetries == math.MaxInt {
+			s.cfg.MaxDeliveries = handlerRetries
+		}
+	}
+	s.limit = driver.MaxDeliveriesOr(s.cfg)
+	s.deadTopic = driver.DeadLetterTopicOf(topic, s.cfg)
 	if cfg.Start.Kind == broker.StartOffset && strings.ContainsAny(cfg.Start.Offset, "'\\") {
 		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w: start offset %q contains a quote or backslash", topic, broker.ErrInvalidOption, cfg.Start.Offset)
 	}
@@ -201,7 +251,8 @@ type subscription struct {
 	epoch      *int64
 	only       []string
 	onLost     OnOwnershipLost
-	maxRetries int
+	limit      int    // deliveries of an event before it is dead-lettered (0: no limit)
+	deadTopic  string // the dead-letter hub
 	name       string
 	parts      []*partitionReceiver
 	bal        *balancer     // load balancer (balance.go), nil unless Balanced
@@ -554,11 +605,12 @@ func (p *partitionReceiver) reattach(failures int) bool {
 	}
 }
 
-// handle runs the handler on m until it succeeds (or the retry bound is
-// reached); false if the subscription stopped first.
+// handle runs the handler on m until it succeeds or, after s.limit
+// deliveries, m is dead-lettered; false if the partition stopped first
+// (m is then neither passed over nor checkpointed).
 func (p *partitionReceiver) handle(m *broker.Message) bool {
 	s := p.s
-	for attempt := 0; ; attempt++ {
+	for n := 1; ; n++ { // n: the delivery about to be made
 		if p.stopped() {
 			return false
 		}
@@ -567,25 +619,83 @@ func (p *partitionReceiver) handle(m *broker.Message) bool {
 		case <-p.ctx.Done():
 			return false
 		}
-		err := s.call(m, attempt)
+		err := s.call(m, n-1)
 		<-s.sem
 		if err == nil {
 			return true
 		}
-		if s.maxRetries > 0 && attempt >= s.maxRetries {
-			s.b.log.Error("handler failed; event skipped", "hub", s.hub, "group", s.group, "partition", p.id,
-				"sequence", m.Metadata.SequenceNumber, "attempts", attempt+1, "err", err)
+		if s.limit > 0 && n >= s.limit {
+			return p.deadLetter(m, n, err)
+		}
+		delay := s.redeliveryDelay(n)
+		s.b.log.Debug("handler failed; retrying the event", "hub", s.hub, "group", s.group, "partition", p.id,
+			"sequence", m.Metadata.SequenceNumber, "deliveries", n, "delay", delay, "err", err)
+		if !p.wait(delay) {
+			return false
+		}
+	}
+}
+
+// redeliveryDelay is the wait after failed delivery n (1-based): the
+// subscription's redelivery delay, or the handler loop's own backoff.
+func (s *subscription) redeliveryDelay(n int) time.Duration {
+	if s.cfg.Redelivery.Initial > 0 {
+		return driver.RedeliveryDelayOf(s.cfg, n)
+	}
+	return min(handlerRetryBase<<min(n-1, 10), handlerRetryMax)
+}
+
+// wait waits d; false if the partition stopped first.
+func (p *partitionReceiver) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+// deadLetter publishes the dead-letter copy of m, whose delivery n failed
+// with last, to the dead-letter hub, until that works (true) or the
+// partition stops (false). Each attempt runs under the handlers' context,
+// so that Close waits for it as for a handler; the waits between attempts
+// end when the partition stops. A retryable failure is tried again after
+// Config.Backoff's step, any other (a missing hub, a refused token) every
+// Backoff.Max, logged at error level: the partition waits, the event is
+// never dropped.
+func (p *partitionReceiver) deadLetter(m *broker.Message, n int, last error) bool {
+	s := p.s
+	b := s.b
+	dl := driver.DeadLetter(&broker.Delivery{Message: m, Group: s.cfg.Group}, s.hub, s.group, n, last)
+	// A property of this name, set by another client, is not ours to
+	// keep: Publish would send the copy to that partition of the
+	// dead-letter hub (or refuse it, with a key).
+	delete(dl.Headers, PartitionIDHeader)
+	log := b.log.With("hub", s.hub, "group", s.group, "partition", p.id, "sequence", m.Metadata.SequenceNumber,
+		"id", m.ID, "deliveries", n, "dead_letter_hub", s.deadTopic)
+	for attempt := 1; ; attempt++ {
+		if p.stopped() {
+			return false
+		}
+		err := b.Publish(s.HandlerContext(), s.deadTopic, dl)
+		if err == nil {
+			log.Warn("event dead-lettered", "attempts", attempt, "err", dl.Headers[broker.HeaderLastError])
 			return true
 		}
-		delay := handlerRetryBase << min(attempt, 10)
-		delay = min(delay, handlerRetryMax)
-		s.b.log.Debug("handler failed; retrying the event", "hub", s.hub, "partition", p.id,
-			"sequence", m.Metadata.SequenceNumber, "attempt", attempt+1, "delay", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-p.ctx.Done():
-			t.Stop()
+		if p.stopped() || errors.Is(err, broker.ErrClosed) || s.HandlerContext().Err() != nil {
+			log.Info("dead-lettering stopped with the subscription; the event stays unprocessed", "err", err)
+			return false
+		}
+		delay := b.backoff(attempt)
+		if broker.IsRetryable(err) {
+			log.Warn("dead-lettering failed; retrying", "attempt", attempt, "delay", delay, "err", err)
+		} else {
+			delay = b.cfg.Backoff.Max
+			log.Error("dead-lettering failed; the partition waits and retries", "attempt", attempt, "delay", delay, "err", err)
+		}
+		if !p.wait(delay) {
 			return false
 		}
 	}
