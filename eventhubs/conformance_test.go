@@ -2,10 +2,12 @@ package eventhubs_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/brokertest"
@@ -47,7 +49,26 @@ func TestConformance(t *testing.T) {
 			}
 			return &tcpproxy.Proxied{Broker: b, Proxy: px}, nil
 		},
-		NewTopic: func(t testing.TB) string { return newHub(t, e, 4) },
+		// Every hub gets the kept consumer group, so that any of them can
+		// be a dead-letter hub (MaxDeliveriesDeadLetters reads one made by
+		// NewTopic); EnsureTopic makes a topic's default dead-letter hub.
+		// The adapter creates neither: an operator does, as here.
+		NewTopic: func(t testing.TB) string {
+			name := brokertest.RandomName("hub")
+			if err := e.AddHub(name, 4, broker.DeadLetterGroup); err != nil {
+				t.Fatal(err)
+			}
+			return name
+		},
+		EnsureTopic: func(t testing.TB, name string) {
+			if err := e.AddHub(name, 2, broker.DeadLetterGroup); err != nil && !errors.Is(err, emulator.ErrHubExists) {
+				t.Fatal(err)
+			}
+		},
+		// Default poison handling takes about 14 s here (20 deliveries,
+		// the handler loop's backoff capped at 1 s); room for -race on a
+		// loaded machine.
+		Timeout: time.Minute,
 		OpenBadCredentials: func(ctx context.Context) (broker.Broker, error) {
 			hub := ""
 			if attempts.Add(1)%2 == 0 {
