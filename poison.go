@@ -31,9 +31,11 @@ func DeadLetterTopic(topic string) string { return topic + DeadLetterSuffix }
 
 // DeadLetterGroup is the group in which a dead-letter topic keeps its
 // messages until they are read: subscribe to the dead-letter topic with
-// Group(DeadLetterGroup) to read them (adapters create it with the first
-// dead-lettered message, so that none is dropped for want of a
-// subscriber).
+// Group(DeadLetterGroup) to read them (adapters whose brokers drop what
+// no group holds create it with the first dead-lettered message, so that
+// none is dropped for want of a subscriber; an Event Hubs hub keeps every
+// event for its retention period, and its consumer groups are made by the
+// operator, see package eventhubs).
 const DeadLetterGroup = "kept"
 
 // Headers added to a dead-lettered message. Everything else — ID, Key,

@@ -19,9 +19,29 @@
 // the PartitionIDHeader header sends to one partition; broker.Group is the
 // consumer group (default "$Default"); broker.StartAt picks the start
 // position; broker.Prefetch is each receiver's link credit; OwnerLevel,
-// Partitions, OnOwnershipLost, MaxHandlerRetries and Balanced are driver
-// options (broker.WithDriverOption). HubProperties and PartitionProperties
-// read $management.
+// Partitions, OnOwnershipLost, Balanced and the deprecated
+// MaxHandlerRetries are driver options (broker.WithDriverOption).
+// HubProperties and PartitionProperties read $management.
+//
+// Poison events: the portable options are honoured (Capabilities
+// DeadLetter and RedeliveryDelay). A partition is an ordered log without
+// per-event settlement, so an event whose handler fails or panics is
+// retried in place: its partition waits — the others go on — for
+// broker.RedeliveryDelay (or RedeliveryBackoff's steps; without either,
+// 20 ms doubling up to 1 s) before each new delivery. After
+// broker.MaxDeliveries deliveries (default broker.DefaultMaxDeliveries,
+// 20: about 14 s with the default waits) the event is published to the
+// dead-letter topic — another event hub of the same namespace,
+// broker.DeadLetterTopic(topic) ("<hub>.dead-letter") unless
+// broker.DeadLetterTo names one — through the same Broker's connection,
+// with the headers broker.HeaderOriginalTopic, HeaderOriginalGroup,
+// HeaderDeliveryCount and HeaderLastError, and the partition moves on
+// (and checkpoints) past it. Create the dead-letter hub, with a consumer
+// group named broker.DeadLetterGroup ("kept") for its readers, before
+// subscribing: consumer groups are a management-plane resource that this
+// adapter never creates. Until the dead-letter publish succeeds the
+// partition stalls (logged at error level, retried every Backoff.Max);
+// nothing is skipped. See Subscribe.
 //
 // Ownership: every Broker owns one AMQP connection at a time (with its
 // $cbs and $management request links, one session per event link, the
