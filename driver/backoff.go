@@ -60,3 +60,16 @@ func ResolveBackoff(field string, b, def broker.Backoff) (broker.Backoff, error)
 	}
 	return b, nil
 }
+
+// Sleep waits d and reports true, or reports false as soon as stop is
+// closed: the pause of a retry loop that must end with its owner.
+func Sleep(d time.Duration, stop <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
+	}
+}

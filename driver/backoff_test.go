@@ -171,3 +171,27 @@ func fmtErr(err error) string {
 	}
 	return err.Error()
 }
+
+// TestSleep: Sleep reports true once d has passed, and false as soon as
+// stop is closed, however long d is.
+func TestSleep(t *testing.T) {
+	start := time.Now()
+	if !driver.Sleep(10*time.Millisecond, make(chan struct{})) {
+		t.Fatal("Sleep with an open stop = false")
+	}
+	if time.Since(start) < 10*time.Millisecond {
+		t.Errorf("Sleep(10ms) returned after %v", time.Since(start))
+	}
+	stop := make(chan struct{})
+	done := make(chan bool, 1)
+	go func() { done <- driver.Sleep(time.Hour, stop) }()
+	close(stop)
+	select {
+	case ok := <-done:
+		if ok {
+			t.Error("Sleep with stop closed = true")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Sleep(1h) did not return when stop was closed")
+	}
+}

@@ -646,16 +646,7 @@ func (s *subscription) redeliveryDelay(n int) time.Duration {
 }
 
 // wait waits d; false if the partition stopped first.
-func (p *partitionReceiver) wait(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-p.ctx.Done():
-		return false
-	}
-}
+func (p *partitionReceiver) wait(d time.Duration) bool { return driver.Sleep(d, p.ctx.Done()) }
 
 // deadLetter publishes the dead-letter copy of m, whose delivery n failed
 // with last, to the dead-letter hub, until that works (true) or the

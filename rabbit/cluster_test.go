@@ -328,14 +328,7 @@ func testClusterFailover(t *testing.T, c *rabbitnode.Cluster) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	cmu.Lock()
-	dups, extra := 0, 0
-	for _, n := range consumed {
-		if n > 1 {
-			dups++
-		}
-		extra += n - 1
-	}
-	distinct := len(consumed)
+	distinct, dups, extra := tallyDeliveries(consumed)
 	cmu.Unlock()
 	t.Logf("tally: %d publishes, %d confirmed, %d failed; %d distinct consumed (%d delivered more than once, %d extra deliveries); %d confirmed and not consumed",
 		len(all), confirmed, failed, distinct, dups, extra, len(lost))

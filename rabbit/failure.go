@@ -214,16 +214,7 @@ func stripServerHeaders(h map[string]string) {
 }
 
 // sleep waits d or until the subscription stops.
-func (s *subscription) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.Stopping():
-		return false
-	}
-}
+func (s *subscription) sleep(d time.Duration) bool { return driver.Sleep(d, s.Stopping()) }
 
 // handleStream runs the handler on a stream message until it succeeds or
 // is dead-lettered: a stream cannot take a message back, so the retries

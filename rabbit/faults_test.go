@@ -204,14 +204,7 @@ func TestCutConnections(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	dups, extra := 0, 0
-	for _, n := range seen {
-		if n > 1 {
-			dups++
-			extra += n - 1
-		}
-	}
-	distinct := len(seen)
+	distinct, dups, extra := tallyDeliveries(seen)
 	mu.Unlock()
 	if int(nConfirmed.Load()) != total {
 		t.Errorf("confirmed %d of %d", nConfirmed.Load(), total)
@@ -697,4 +690,17 @@ func waitState(t *testing.T, ch <-chan broker.StateChange, want broker.State) {
 			t.Fatalf("state %v not reached", want)
 		}
 	}
+}
+
+// tallyDeliveries reads a count of deliveries per message ID: how many
+// messages arrived, how many of them more than once, and how many
+// deliveries beyond the first there were in all.
+func tallyDeliveries(counts map[string]int) (distinct, dups, extra int) {
+	for _, n := range counts {
+		if n > 1 {
+			dups++
+			extra += n - 1
+		}
+	}
+	return len(counts), dups, extra
 }

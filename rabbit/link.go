@@ -212,14 +212,7 @@ func (l *link) supervise(s *session) {
 
 // sleep waits d; false when the broker was killed first.
 func (l *link) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-l.b.killed:
-		return false
-	}
+	return driver.Sleep(d, l.b.killed)
 }
 
 // reconnect dials until a session opens or the broker is killed. Each round
