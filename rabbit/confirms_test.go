@@ -126,8 +126,9 @@ func TestNackResentThenConfirmed(t *testing.T) {
 	}
 }
 
-// TestNackedChannelReplaced: a channel the server nacked a message on is
-// closed and replaced, and the resend goes on the new channel. (RabbitMQ
+// TestNackedChannelReplaced: a channel the server nacks 3 messages in a
+// row on is closed and replaced, and the next resend goes on the new
+// channel; a channel with an ack between its nacks is kept. (RabbitMQ
 // 3.10 nacks every later publish of a channel whose first publish to a
 // quorum queue found its leader down, for as long as the channel lives:
 // measured on a cluster, and the reason for this rule; a fresh channel
@@ -136,19 +137,45 @@ func TestNackedChannelReplaced(t *testing.T) {
 	leakCheck(t)
 	b, conn, _ := fakeBroker(t)
 	ctx := ctxFor(t, 20*time.Second)
-	done := publishAsync(ctx, b, "t", &broker.Message{ID: "nacked-once"})
+
+	// Nack, ack, nack, nack: no 3 in a row, the channel stays.
+	done := publishAsync(ctx, b, "t", &broker.Message{ID: "kept-1"})
 	p := nextPublishes(t, conn, 1)[0]
 	opened := len(conn.Channels())
 	if err := conn.Nack(p.Channel, p.Tag, false); err != nil {
 		t.Fatal(err)
 	}
 	again := nextPublishes(t, conn, 1)[0]
-	chans := conn.Channels()
-	if len(chans) != opened+1 || again.Channel != chans[len(chans)-1] || again.Channel == p.Channel {
-		t.Fatalf("nacked on channel %d, resent on channel %d; channels opened %v (%d before the nack), want the resend on one new channel",
-			p.Channel, again.Channel, chans, opened)
-	}
 	if err := conn.Ack(again.Channel, again.Tag, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Publish = %v, want nil once the resend is confirmed", err)
+	}
+	done = publishAsync(ctx, b, "t", &broker.Message{ID: "kept-2"})
+	for range 2 {
+		p := nextPublishes(t, conn, 1)[0]
+		if err := conn.Nack(p.Channel, p.Tag, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	third := nextPublishes(t, conn, 1)[0]
+	if chans := conn.Channels(); len(chans) != opened || third.Channel != p.Channel {
+		t.Fatalf("after nack, ack, nack, nack: channels opened %v (%d before), publish on %d; want channel %d kept",
+			chans, opened, third.Channel, p.Channel)
+	}
+
+	// The third nack in a row: the resend goes on a new channel.
+	if err := conn.Nack(third.Channel, third.Tag, false); err != nil {
+		t.Fatal(err)
+	}
+	fourth := nextPublishes(t, conn, 1)[0]
+	chans := conn.Channels()
+	if len(chans) != opened+1 || fourth.Channel != chans[len(chans)-1] || fourth.Channel == p.Channel {
+		t.Fatalf("3 nacks in a row on channel %d, resent on channel %d; channels opened %v (%d before), want the resend on one new channel",
+			p.Channel, fourth.Channel, chans, opened)
+	}
+	if err := conn.Ack(fourth.Channel, fourth.Tag, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {

@@ -85,7 +85,7 @@ func newOracle(rng *rand.Rand, total int) *oracle {
 				cl = stored
 			case r < 75:
 				cl = flap
-			case r < 88:
+			case r < 98:
 				cl = nowhere
 			default:
 				cl = reject

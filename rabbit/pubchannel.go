@@ -67,8 +67,9 @@ type pubChannel struct {
 	err      *amqp.Error      // why the channel closed
 	serverCh bool             // closed by a server channel error, the connection alive
 
-	retired  atomic.Bool   // to be closed by its writer after a nack, and replaced
-	retiring chan struct{} // closed by retire: wakes the writer to close the channel
+	nackStreak atomic.Int32  // nacks since the last ack (see noteConfirm)
+	retired    atomic.Bool   // to be closed by its writer after a nack streak, and replaced
+	retiring   chan struct{} // closed by retire: wakes the writer to close the channel
 }
 
 // openChannel opens one confirm-mode channel of the pool and starts its
@@ -274,21 +275,39 @@ func (pc *pubChannel) watchClose(closes chan *amqp.Error) {
 	}
 }
 
-// retire has the writer close a channel the server nacked a message on,
-// once, so that it is replaced by a fresh one; from now on no Publish
-// picks it and its writer writes nothing more on it. RabbitMQ 3.10 nacks every publish of a
-// channel whose first publish to a quorum queue found the queue's leader
-// down, for as long as the channel lives (measured on a cluster: the
-// resends of such a channel were nacked for minutes, while a channel
-// opened after the election published fine). A nack is rare otherwise, so
-// a new channel per nacking channel costs little. The channel's other
-// unconfirmed messages are resent by their Publish calls, as after any
-// channel loss.
+// nackStreakToRetire is how many nacks in a row, with no ack between
+// them, make a publishing channel be replaced.
+const nackStreakToRetire = 3
+
+// noteConfirm counts a confirmation the server sent on the channel, and
+// retires the channel after nackStreakToRetire nacks in a row. RabbitMQ
+// 3.10 nacks every publish of a channel whose first publish to a quorum
+// queue found the queue's leader down, for as long as the channel lives
+// (measured on a cluster: such a channel was nacked for minutes, while
+// one opened after the election published fine). A full queue that
+// rejects publishes nacks too, but a channel that also carries other
+// traffic sees acks between its nacks and is kept: replacing it costs
+// the resend of every message it has in flight.
+func (pc *pubChannel) noteConfirm(acked bool) {
+	if acked {
+		pc.nackStreak.Store(0)
+		return
+	}
+	if pc.nackStreak.Add(1) >= nackStreakToRetire {
+		pc.retire()
+	}
+}
+
+// retire has the writer close the channel, once, so that it is replaced
+// by a fresh one; from now on no Publish picks it and its writer writes
+// nothing more on it. The channel's other unconfirmed messages are resent
+// by their Publish calls, as after any channel loss.
 func (pc *pubChannel) retire() {
 	if !pc.retired.CompareAndSwap(false, true) {
 		return
 	}
-	pc.s.l.log.Info("rabbit: replacing a publishing channel the server nacked a message on", "channel", pc.id)
+	pc.s.l.log.Info("rabbit: replacing a publishing channel the server nacks every message on", "channel", pc.id,
+		"nacks_in_a_row", pc.nackStreak.Load())
 	close(pc.retiring)
 }
 

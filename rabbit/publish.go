@@ -194,12 +194,13 @@ func (b *batch) settleRound(ctx context.Context, pc *pubChannel) (int, error) {
 			switch {
 			case w.dc.Acked():
 				b.status[w.i] = stAcked
+				pc.noteConfirm(true)
 			case pc.ch.IsClosed():
 				// Resolved by the channel's end, not by a nack.
 				b.status[w.i] = stLost
 			default:
 				b.status[w.i] = stNacked
-				pc.retire()
+				pc.noteConfirm(false)
 			}
 		}
 		if complete {
@@ -231,12 +232,12 @@ const maxChannelErrors = 3
 
 // maxNackResends bounds how often one Publish call sends a nacked message
 // again, after a pause of nackBackoff's step, before it reports ErrNacked:
-// 8 pauses of 25–50 ms doubling up to 0.5–1 s add up to 2.3–4.6 s, longer
+// 6 pauses of 25–50 ms doubling up to 0.5–1 s add up to 1.3–2.6 s, longer
 // than a quorum queue's leader election after its leader's node died
 // (0.3–1.1 s measured on a three-node cluster), during which every
 // publish to the queue is nacked.
 const (
-	maxNackResends = 8
+	maxNackResends = 6
 	nackPause      = 50 * time.Millisecond // nackBackoff's first step
 )
 
@@ -250,16 +251,15 @@ func nackBackoff() broker.Backoff { return broker.Backoff{Initial: nackPause, Ma
 // answer for that very message: its own basic.ack or basic.nack, and a
 // basic.return matched by a stamp unique to the publish.
 //
-// A message the server nacks is sent again, on a fresh channel, up to 8
-// times over 2.3–4.6 s (RabbitMQ nacks a message when a queue it was
-// routed to failed as it arrived — an exclusive queue of a connection
-// going away, a quorum queue electing a new leader, a full queue with
-// x-overflow reject-publish — though other queues may have taken it):
-// when it is still nacked the call fails with ErrNacked. Each resend may
-// duplicate the message in the queues that took it, and the channel
-// replaced after a nack has the other calls' unconfirmed messages on it
-// resent too. A message no
-// queue is bound for fails it with ErrUnroutable (unless
+// A message the server nacks is sent again up to 6 times over 1.3–2.6 s
+// (RabbitMQ nacks a message when a queue it was routed to failed as it
+// arrived — an exclusive queue of a connection going away, a quorum queue
+// electing a new leader, a full queue with x-overflow reject-publish —
+// though other queues may have taken it): when it is still nacked the
+// call fails with ErrNacked. Each resend may duplicate the message in the
+// queues that took it. A channel the server nacks 3 messages in a row on
+// is replaced, and the other calls' unconfirmed messages on it are resent
+// too. A message no queue is bound for fails it with ErrUnroutable (unless
 // Config.AllowUnroutable). The error names the first failed message of the
 // call as a *broker.MessageError; the other messages of the call may have
 // been taken. When the connection or channel is lost before a message is
