@@ -17,9 +17,9 @@ import (
 // TestPublishNacked: the server nacks a publish (basic.nack) when the only
 // queue bound to the topic is full and declared with
 // x-overflow=reject-publish. As Publish documents, a nacked message is
-// sent again 3 times and then fails the call with ErrNacked (retryable) —
-// returned, not resent until ctx ends — while a message that fit is
-// confirmed.
+// sent again MaxNackResends times and then fails the call with ErrNacked
+// (retryable) — returned, not resent until ctx ends — while a message
+// that fit is confirmed.
 func TestPublishNacked(t *testing.T) {
 	url := shared.URL(t)
 	leakCheck(t)
