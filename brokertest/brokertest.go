@@ -98,6 +98,13 @@ type Harness struct {
 	// adapters). It is called on the test's goroutine and reports its own
 	// failures through t. Scenario SeveredInstanceIsLocal uses it.
 	Sever func(t testing.TB, b broker.Broker)
+
+	// OpenTelemetry opens an instance as Open does, with telemetry t
+	// turned on. Nil skips the Telemetry group, naming this hook.
+	OpenTelemetry func(ctx context.Context, t broker.Telemetry) (broker.Broker, error)
+	// System is the messaging.system the adapter's spans must carry
+	// ("rabbitmq", "eventhubs"); required with OpenTelemetry.
+	System string
 }
 
 func (h Harness) withDefaults() Harness {
@@ -153,6 +160,7 @@ func Run(t *testing.T, h Harness) {
 		{"DefaultDeadLetter", s.testDefaultDeadLetter},
 		{"RedeliveryDelay", s.testRedeliveryDelay},
 		{"Isolation", s.testIsolation},
+		{"Telemetry", s.testTelemetry},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)

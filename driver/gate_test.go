@@ -28,7 +28,7 @@ func startSub(t *testing.T, g *Gate, ctx context.Context, h broker.Handler, in <
 				if !s.Begin() {
 					return
 				}
-				_ = s.Call(h, &broker.Delivery{Message: &broker.Message{ID: id}})
+				_, _ = s.Call(h, &broker.Delivery{Message: &broker.Message{ID: id}})
 				s.End()
 			}
 		}
@@ -215,7 +215,8 @@ func TestCallTurnsPanicIntoError(t *testing.T) {
 	g.Track(s)
 	s.Go(func() {
 		<-in
-		errs <- s.Call(func(context.Context, *broker.Delivery) error { panic("boom") }, &broker.Delivery{Message: &broker.Message{}})
+		_, err := s.Call(func(context.Context, *broker.Delivery) error { panic("boom") }, &broker.Delivery{Message: &broker.Message{}})
+		errs <- err
 		<-s.Stopping()
 	})
 	s.Start(nil)

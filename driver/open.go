@@ -1,6 +1,10 @@
 package driver
 
-import "log/slog"
+import (
+	"log/slog"
+
+	"github.com/isobroker/broker"
+)
 
 // OpenConfig carries a registry's settings to an adapter's Opener, whose
 // signature every adapter shares:
@@ -15,4 +19,7 @@ type OpenConfig struct {
 	// Logger receives the instance's logs. The registry never passes nil;
 	// an Opener called otherwise treats nil as slog.Default().
 	Logger *slog.Logger
+	// Telemetry turns on the instance's traces, metrics and trace-context
+	// propagation (the zero value: none).
+	Telemetry broker.Telemetry
 }

@@ -19,6 +19,15 @@ type StateTracker struct {
 	mu       sync.Mutex
 	state    broker.State
 	watchers map[chan broker.StateChange]func() bool // value stops the ctx hook
+	hook     func(broker.StateChange)                // Instruments.Track's, or nil
+}
+
+// setHook makes f see every later change, in order, under the tracker's
+// lock: f must not block or call back into the tracker.
+func (t *StateTracker) setHook(f func(broker.StateChange)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.hook = f
 }
 
 // NewStateTracker returns a tracker in state initial.
@@ -45,6 +54,9 @@ func (t *StateTracker) Set(to broker.State, err error) (broker.StateChange, bool
 	}
 	c := broker.StateChange{From: t.state, To: to, Err: err, At: time.Now()}
 	t.state = to
+	if t.hook != nil {
+		t.hook(c)
+	}
 	for ch, stop := range t.watchers {
 		offer(ch, c)
 		if to == broker.StateClosed {

@@ -31,7 +31,8 @@ type Subscription struct {
 	prefix string // the adapter's name, for error texts
 	topic  string
 	log    *slog.Logger
-	gate   *Gate // set by Gate.Track
+	gate   *Gate        // set by Gate.Track
+	ins    *Instruments // set by Instrument; nil: none
 
 	subscribeCtx   context.Context
 	handlerCtx     context.Context
@@ -65,6 +66,10 @@ func NewSubscription(ctx context.Context, prefix, topic string, log *slog.Logger
 	s.stopCtx, s.cancelStop = context.WithCancel(context.Background())
 	return s
 }
+
+// Instrument makes Call trace and measure handler calls with in (nil:
+// not at all). Call it before Start.
+func (s *Subscription) Instrument(in *Instruments) { s.ins = in }
 
 // HandlerContext is the context handlers get: it ends when the Subscribe
 // ctx ends or when a Close stops waiting for handlers.
@@ -180,15 +185,29 @@ func (s *Subscription) End() {
 }
 
 // Call runs h on d under the handler context and returns its error; a
-// panic is logged with its stack and returned as an error.
-func (s *Subscription) Call(h broker.Handler, d *broker.Delivery) (err error) {
+// panic is logged with its stack and returned as an error. Under
+// instrumentation (Instrument) the handler's ctx carries the process span,
+// whose parent is the trace context found in d's headers; the adapter ends
+// it with the returned Processing's Settled or End once it has settled the
+// message. Without, the Processing does nothing and costs nothing.
+func (s *Subscription) Call(h broker.Handler, d *broker.Delivery) (Processing, error) {
+	if s.ins == nil {
+		return Processing{}, s.call(s.handlerCtx, h, d)
+	}
+	ctx, p := s.ins.startProcess(s.handlerCtx, d)
+	err := s.call(ctx, h, d)
+	p.handled(err)
+	return p, err
+}
+
+func (s *Subscription) call(ctx context.Context, h broker.Handler, d *broker.Delivery) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("handler panicked", "topic", s.topic, "group", d.Group, "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%s: handler panicked: %v", s.prefix, r)
 		}
 	}()
-	return h(s.handlerCtx, d)
+	return h(ctx, d)
 }
 
 // Wait waits until the subscription has ended or ctx ends; then it

@@ -304,7 +304,9 @@ func (s *subscription) call(m *broker.Message, attempt int) error {
 	d := clone(m)
 	d.Metadata.Redelivered = attempt > 0
 	d.Metadata.DeliveryCount = attempt
-	return s.Call(s.h, &broker.Delivery{Message: d, Group: s.cfg.Group})
+	p, err := s.Call(s.h, &broker.Delivery{Message: d, Group: s.cfg.Group})
+	p.End() // TODO(issue 18): record the settlement
+	return err
 }
 
 // partitionReceiver reads one partition.

@@ -39,6 +39,9 @@ import (
 	"github.com/isobroker/broker/internal/redact"
 )
 
+// System is the messaging.system attribute of mem's telemetry.
+const System = "isobroker.mem"
+
 // Defaults.
 const (
 	// DefaultQueueCapacity is how many messages a group queue holds before
@@ -56,6 +59,7 @@ type config struct {
 	logger         *slog.Logger
 	queueCapacity  int
 	maxMessageSize int
+	telemetry      broker.Telemetry
 }
 
 // WithName names the instance in logs.
@@ -63,6 +67,11 @@ func WithName(name string) Option { return func(c *config) { c.name = name } }
 
 // WithLogger sets the logger (default: slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithTelemetry turns on OpenTelemetry traces, metrics and trace-context
+// propagation for the instance (messaging.system "isobroker.mem"); see
+// broker.Telemetry.
+func WithTelemetry(t broker.Telemetry) Option { return func(c *config) { c.telemetry = t } }
 
 // WithQueueCapacity bounds each group queue to n waiting messages (n ≥ 1).
 func WithQueueCapacity(n int) Option { return func(c *config) { c.queueCapacity = n } }
@@ -76,7 +85,8 @@ type Broker struct {
 	cfg   config
 	log   *slog.Logger
 	state *driver.StateTracker
-	gate  *driver.Gate // calls, subscriptions and the start of Close
+	gate  *driver.Gate        // calls, subscriptions and the start of Close
+	ins   *driver.Instruments // nil without telemetry
 
 	mu     sync.Mutex
 	topics map[string]map[string]*queue // topic → queue name → queue
@@ -102,14 +112,20 @@ func New(opts ...Option) (*Broker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	ins, err := driver.NewInstruments(cfg.telemetry, driver.InstrumentsConfig{System: System, Instance: cfg.name})
+	if err != nil {
+		return nil, fmt.Errorf("mem: %w", err)
+	}
 	log = log.With("broker", "mem", "name", cfg.name)
 	b := &Broker{
+		ins:    ins,
 		cfg:    cfg,
 		log:    log,
 		state:  driver.NewStateTracker(broker.StateConnecting),
 		gate:   driver.NewGate(),
 		topics: make(map[string]map[string]*queue),
 	}
+	ins.Track(b.state)
 	b.state.Set(broker.StateConnected, nil)
 	log.Debug("broker open")
 	return b, nil
@@ -141,6 +157,13 @@ func (b *Broker) WatchState(ctx context.Context) <-chan broker.StateChange {
 // broker closes (ErrClosed). Invalid messages are reported before any is
 // enqueued.
 func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	if b.ins != nil {
+		return b.ins.Publish(ctx, topic, msgs, b.publish)
+	}
+	return b.publish(ctx, topic, msgs...)
+}
+
+func (b *Broker) publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
 	if b.gate.IsClosing() {
 		return fmt.Errorf("mem: publish: %w", broker.ErrClosed)
 	}
@@ -306,10 +329,12 @@ type subscription struct {
 }
 
 func newSubscription(ctx context.Context, b *Broker, topic, qname string, q *queue, cfg broker.SubscribeConfig, h broker.Handler) *subscription {
-	return &subscription{
+	s := &subscription{
 		Subscription: driver.NewSubscription(ctx, "mem", topic, b.log),
 		b:            b, topic: topic, qname: qname, q: q, cfg: cfg, h: h,
 	}
+	s.Instrument(b.ins)
+	return s
 }
 
 func (s *subscription) start() {
@@ -325,20 +350,24 @@ func (s *subscription) work() {
 		if it == nil {
 			return
 		}
-		err := s.handle(it)
+		p, err := s.handle(it)
+		began := p.SettleStart()
 		if err == nil {
 			s.q.settle(it, true)
+			p.Settled("ack", began, nil)
 			continue
 		}
 		failed := it.count + 1
 		if limit := driver.MaxDeliveriesOr(s.cfg); limit > 0 && failed >= limit && s.deadLetter(it, failed, err) {
 			s.q.settle(it, true)
+			p.Settled("dead_letter", began, nil)
 			continue
 		}
 		delay := driver.RedeliveryDelayOf(s.cfg, failed)
 		s.b.log.Debug("handler nacked; message will be redelivered", "topic", s.topic, "group", s.cfg.Group,
 			"deliveries", failed, "delay", delay, "err", redact.Target(err.Error()))
 		s.q.settleAfter(it, delay)
+		p.Settled("nack", began, nil)
 	}
 }
 
@@ -361,7 +390,7 @@ func (s *subscription) deadLetter(it *item, failed int, last error) bool {
 }
 
 // handle runs the handler on a clone of the item's message.
-func (s *subscription) handle(it *item) error {
+func (s *subscription) handle(it *item) (driver.Processing, error) {
 	m := cloneMessage(it.msg)
 	m.Metadata.Redelivered = it.count > 0
 	m.Metadata.DeliveryCount = it.count

@@ -20,6 +20,10 @@ func TestConformance(t *testing.T) {
 		Open: func(ctx context.Context) (broker.Broker, error) {
 			return mem.New(mem.WithQueueCapacity(256))
 		},
+		OpenTelemetry: func(ctx context.Context, tel broker.Telemetry) (broker.Broker, error) {
+			return mem.New(mem.WithQueueCapacity(256), mem.WithTelemetry(tel))
+		},
+		System: mem.System,
 	})
 }
 

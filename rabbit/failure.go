@@ -230,7 +230,8 @@ func (s *subscription) handleStream(d *amqp.Delivery, m *broker.Message, q ownQu
 		}
 	}
 	for n := 1; ; n++ {
-		err := s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group})
+		p, err := s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group})
+		p.End() // TODO(issue 18): record the settlement
 		if err == nil {
 			break
 		}

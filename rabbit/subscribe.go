@@ -368,11 +368,13 @@ func (s *subscription) work(deliveries <-chan amqp.Delivery, q ownQueue) {
 		m, failed := s.message(&d)
 		if s.plan.kind == Stream {
 			s.handleStream(&d, m, q)
-		} else if err := s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group}); err == nil {
+		} else if p, err := s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group}); err == nil {
+			p.End() // TODO(issue 18): record the settlement
 			if aerr := d.Ack(false); aerr != nil {
 				s.log.Debug("rabbit: ack failed; the message will be redelivered", "err", aerr)
 			}
 		} else {
+			p.End()
 			s.failed(&d, m, q, failed+1, err)
 		}
 		s.End()

@@ -29,6 +29,7 @@ import (
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/driver"
 	"github.com/isobroker/broker/internal/redact"
+	"github.com/isobroker/broker/mem"
 )
 
 // Errors returned by the registry, wrapped with the offending name or URL
@@ -63,11 +64,17 @@ type Option func(*Registry)
 // WithLogger sets the logger handed to Openers (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(r *Registry) { r.logger = l } }
 
+// WithTelemetry turns on OpenTelemetry for every Broker the registry
+// opens: it is handed to each Opener in OpenConfig.Telemetry (see
+// broker.Telemetry).
+func WithTelemetry(t broker.Telemetry) Option { return func(r *Registry) { r.telemetry = t } }
+
 // Registry maps schemes to Openers and names to open Brokers. It is safe
 // for concurrent use; it never holds its lock while a Broker opens or
 // closes.
 type Registry struct {
-	logger *slog.Logger
+	logger    *slog.Logger
+	telemetry broker.Telemetry
 
 	mu      sync.Mutex
 	openers map[string]Opener
@@ -156,7 +163,7 @@ func (r *Registry) open(ctx context.Context, name, target string) (broker.Broker
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("registry: open %q: %w", redact.Target(target), err)
 	}
-	b, err := o(ctx, target, OpenConfig{Name: name, Logger: r.logger})
+	b, err := o(ctx, target, OpenConfig{Name: name, Logger: r.logger, Telemetry: r.telemetry})
 	if err != nil {
 		return nil, fmt.Errorf("registry: open %q: %w", redact.Target(target), err)
 	}
@@ -276,5 +283,5 @@ func openMem(_ context.Context, target string, cfg OpenConfig) (broker.Broker, e
 	if u.Path != "" && u.Path != "/" {
 		return nil, fmt.Errorf("%w: mem URL takes no path (got %q)", broker.ErrInvalidOption, u.Path)
 	}
-	return newMem(name, cfg.Logger, opts...)
+	return newMem(name, cfg.Logger, append(opts, mem.WithTelemetry(cfg.Telemetry))...)
 }

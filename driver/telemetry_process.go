@@ -1,0 +1,126 @@
+package driver
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/isobroker/broker"
+)
+
+// Processing is one handler call under instrumentation: the CONSUMER
+// span "process {topic}" and its metrics. The adapter ends it by
+// recording how it settled the message (Settled) or, where it settles
+// later or not per message, with End. The zero Processing (no
+// instrumentation) does nothing.
+type Processing struct {
+	in    *Instruments
+	span  trace.Span
+	ctx   context.Context // the span's context
+	start time.Time
+	topic string
+	attrs []attribute.KeyValue // the delivery's group and partition
+}
+
+// startProcess extracts the producer's context from d's headers and starts
+// the process span, whose context (returned) the handler gets. A header
+// that does not parse is ignored: the span then starts a new trace.
+func (in *Instruments) startProcess(ctx context.Context, d *broker.Delivery) (context.Context, Processing) {
+	p := Processing{in: in, start: time.Now(), topic: d.Metadata.Topic}
+	if d.Group != "" {
+		p.attrs = append(p.attrs, attribute.String(AttrConsumerGroup, d.Group))
+	}
+	if d.Metadata.Partition != "" {
+		p.attrs = append(p.attrs, attribute.String(AttrPartition, d.Metadata.Partition))
+	}
+	if in.prop != nil && len(d.Headers) > 0 {
+		ctx = in.prop.Extract(ctx, in.carrier(d.Headers))
+	}
+	if in.tracer != nil {
+		attrs := append(in.operation(p.topic, "process", "process"), p.attrs...)
+		attrs = in.messageAttrs(attrs, d.Message)
+		if d.Metadata.DeliveryCount > 0 {
+			attrs = append(attrs, attribute.Int(AttrDeliveryCount, d.Metadata.DeliveryCount))
+		}
+		if in.cfg.EnqueuedTime && !d.Metadata.EnqueuedAt.IsZero() {
+			attrs = append(attrs, attribute.Int64(AttrEnqueuedTime, d.Metadata.EnqueuedAt.Unix()))
+		}
+		opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithTimestamp(p.start), trace.WithAttributes(attrs...)}
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+		}
+		ctx, p.span = in.tracer.Start(ctx, "process "+p.topic, opts...)
+	}
+	p.ctx = ctx
+	return ctx, p
+}
+
+// handled records the handler's end: its error on the span, the process
+// duration and the consumed message.
+func (p Processing) handled(err error) {
+	if p.in == nil {
+		return
+	}
+	if p.span != nil && err != nil {
+		p.span.RecordError(err)
+		p.span.SetStatus(codes.Error, "handler failed")
+		p.span.SetAttributes(attribute.String(AttrErrorType, handlerErrorType(err)))
+	}
+	if p.in.metrics {
+		attrs := append(p.in.operation(p.topic, "process", "process"), p.attrs...)
+		if err != nil {
+			attrs = append(attrs, attribute.String(AttrErrorType, handlerErrorType(err)))
+		}
+		set := metric.WithAttributes(attrs...)
+		p.in.processDuration.Record(p.ctx, time.Since(p.start).Seconds(), set)
+		p.in.consumed.Add(p.ctx, 1, set)
+	}
+}
+
+// SettleStart is when a settlement begins: time.Now() under
+// instrumentation, the zero time otherwise (so that an uninstrumented
+// adapter pays nothing).
+func (p Processing) SettleStart() time.Time {
+	if p.in == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// Settled records that the adapter settled the message with operation op
+// ("ack", "nack", "dead_letter", "delay", "checkpoint"...) from began
+// (SettleStart) until now, failing with err if not nil: a CLIENT span
+// "{op} {topic}" child of the process span, and the operation's duration.
+// Then it ends the process span. Call it (or End) once.
+func (p Processing) Settled(op string, began time.Time, err error) {
+	if p.in == nil {
+		return
+	}
+	now := time.Now()
+	if p.in.tracer != nil {
+		attrs := append(p.in.operation(p.topic, "settle", op), p.attrs...)
+		_, s := p.in.tracer.Start(p.ctx, op+" "+p.topic, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithTimestamp(began), trace.WithAttributes(attrs...))
+		endSpanAt(s, err, now)
+	}
+	if p.in.metrics {
+		attrs := append(p.in.operation(p.topic, "settle", op), p.attrs...)
+		if err != nil {
+			attrs = append(attrs, attribute.String(AttrErrorType, ErrorType(err)))
+		}
+		p.in.opDuration.Record(p.ctx, now.Sub(began).Seconds(), metric.WithAttributes(attrs...))
+	}
+	p.End()
+}
+
+// End ends the process span without recording a settlement.
+func (p Processing) End() {
+	if p.span != nil {
+		p.span.End()
+	}
+}
