@@ -21,6 +21,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/isobroker/broker"
 )
@@ -49,6 +51,7 @@ type options struct {
 	closeTimeout time.Duration
 	logger       *slog.Logger
 	subscribe    []broker.SubscribeOption
+	propagator   propagation.TextMapPropagator // nil: no telemetry of our own
 }
 
 func newOptions(opts []Option) options {
@@ -82,6 +85,33 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // decides when a message is poison.
 func WithSubscribeOptions(opts ...broker.SubscribeOption) Option {
 	return func(o *options) { o.subscribe = append(o.subscribe, opts...) }
+}
+
+// WithTelemetry carries trace context through the Watermill layer with
+// t's propagator (W3C Trace Context when t.Propagator is nil), for when
+// the Broker underneath was opened without telemetry, or a Publish call
+// mixes messages of different traces:
+//
+//   - Publisher: each message whose Watermill context (Message.Context)
+//     carries a span gets that trace context in its headers (unless its
+//     metadata has one), so the consumer continues the message's own trace
+//     (on an instrumented Broker the send span links to it);
+//   - Subscriber: a delivery whose handler context has no span (the
+//     Broker is not instrumented) gets the trace context found in its
+//     headers as its Watermill context.
+//
+// Spans and metrics are the Broker's: open it with broker.Telemetry (or a
+// registry made with registry.WithTelemetry). Whatever the options, a
+// Publish runs under the span of its first message's context, and a
+// Watermill message's context is the broker handler's, which carries the
+// process span.
+func WithTelemetry(t broker.Telemetry) Option {
+	return func(o *options) {
+		o.propagator = t.Propagator
+		if o.propagator == nil && t.Enabled() {
+			o.propagator = propagation.TraceContext{}
+		}
+	}
 }
 
 // NewLogger returns a Watermill logger that writes to l, so Watermill's
@@ -143,10 +173,47 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 		out[i] = toBroker(m)
 	}
+	ctx = p.traceContext(ctx, msgs, out)
 	if err := p.b.Publish(ctx, topic, out...); err != nil {
 		return fmt.Errorf("pubsub: publish %d message(s) to %q: %w", len(msgs), topic, err)
 	}
 	return nil
+}
+
+// traceContext makes the first message's span (if any) the parent of the
+// broker Publish; with WithTelemetry, every message whose context carries
+// a span gets that trace context in its headers, unless its metadata set
+// one already.
+func (p *Publisher) traceContext(ctx context.Context, msgs []*message.Message, out []*broker.Message) context.Context {
+	parented := false
+	for i, m := range msgs {
+		mctx := m.Context()
+		sc := trace.SpanContextFromContext(mctx)
+		if !sc.IsValid() {
+			continue
+		}
+		if !parented {
+			parented = true
+			ctx = trace.ContextWithSpanContext(ctx, sc)
+		}
+		if p.opts.propagator == nil || carriesAny(out[i].Headers, p.opts.propagator.Fields()) {
+			continue
+		}
+		if out[i].Headers == nil {
+			out[i].Headers = make(map[string]string)
+		}
+		p.opts.propagator.Inject(mctx, propagation.MapCarrier(out[i].Headers))
+	}
+	return ctx
+}
+
+func carriesAny(h map[string]string, keys []string) bool {
+	for _, k := range keys {
+		if _, ok := h[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Close stops accepting publishes, waits for those in flight (up to the

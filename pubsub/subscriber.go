@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/isobroker/broker"
 )
@@ -99,6 +101,9 @@ func (s *Subscriber) pump(topic string, bs broker.Subscription, out chan *messag
 // handler hands each delivery to Watermill and waits for its verdict.
 func (s *Subscriber) handler(out chan<- *message.Message) broker.Handler {
 	return func(ctx context.Context, d *broker.Delivery) error {
+		if prop := s.opts.propagator; prop != nil && len(d.Headers) > 0 && !trace.SpanContextFromContext(ctx).IsValid() {
+			ctx = prop.Extract(ctx, propagation.MapCarrier(d.Headers))
+		}
 		msgCtx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		m := toWatermill(d)
