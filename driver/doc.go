@@ -11,7 +11,11 @@
 // tracks subscriptions and carries out the shared middle of Close;
 // Subscription, embedded in each adapter's subscription, stops once,
 // reports Done and Err, runs handlers under their context and turns
-// panics into errors. What differs per broker (connections, settlement,
+// panics into errors; Instruments, the OpenTelemetry spans, metrics and
+// trace-context propagation broker.Telemetry turns on (send around the
+// adapter's Publish, process around Subscription.Call, settle recorded by
+// the adapter through the Processing that Call returns, state changes
+// through Instruments.Track). What differs per broker (connections, settlement,
 // recovery) stays in the adapter. An adapter passes brokertest.Run to
 // show it keeps the contract.
 package driver
