@@ -118,6 +118,18 @@ func (p Processing) Settled(op string, began time.Time, err error) {
 	p.End()
 }
 
+// Within returns ctx carrying the process span as the current span (ctx
+// itself without instrumentation), for what the adapter sends while
+// settling — a dead-letter copy published under it is a child of the
+// process span, not a trace of its own. ctx keeps its own deadline and
+// cancellation.
+func (p Processing) Within(ctx context.Context) context.Context {
+	if p.span == nil {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, p.span)
+}
+
 // End ends the process span without recording a settlement.
 func (p Processing) End() {
 	if p.span != nil {
