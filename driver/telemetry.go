@@ -105,7 +105,11 @@ type Instruments struct {
 	sent, consumed  metric.Int64Counter
 	reconnects      metric.Int64Counter
 	inFlight        metric.Int64UpDownCounter
+	baseSet         metric.MeasurementOption // base as a metric attribute set
 	metrics         bool
+
+	ops  sync.Map     // opKey → *opAttrs
+	nops atomic.Int64 // entries in ops
 
 	state    atomic.Int32 // the instance's broker.State, for the gauge
 	stateReg metric.Registration
@@ -188,6 +192,7 @@ func (in *Instruments) makeMetrics(m metric.Meter) error {
 		return err
 	}
 	in.stateReg = reg
+	in.baseSet = metric.WithAttributeSet(attribute.NewSet(in.base...))
 	in.metrics = true
 	return nil
 }

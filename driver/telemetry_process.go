@@ -6,7 +6,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/isobroker/broker"
@@ -22,39 +21,34 @@ type Processing struct {
 	span  trace.Span
 	ctx   context.Context // the span's context
 	start time.Time
-	topic string
-	attrs []attribute.KeyValue // the delivery's group and partition
+	key   opKey    // the process operation's
+	attrs *opAttrs // of key
 }
 
 // startProcess extracts the producer's context from d's headers and starts
 // the process span, whose context (returned) the handler gets. A header
 // that does not parse is ignored: the span then starts a new trace.
 func (in *Instruments) startProcess(ctx context.Context, d *broker.Delivery) (context.Context, Processing) {
-	p := Processing{in: in, start: time.Now(), topic: d.Metadata.Topic}
-	if d.Group != "" {
-		p.attrs = append(p.attrs, attribute.String(AttrConsumerGroup, d.Group))
-	}
-	if d.Metadata.Partition != "" {
-		p.attrs = append(p.attrs, attribute.String(AttrPartition, d.Metadata.Partition))
-	}
+	p := Processing{in: in, start: time.Now(), key: opKey{topic: d.Metadata.Topic, typ: "process", name: "process",
+		group: d.Group, partition: d.Metadata.Partition}}
+	p.attrs = in.op(p.key)
 	if in.prop != nil && len(d.Headers) > 0 {
 		ctx = in.prop.Extract(ctx, in.carrier(d.Headers))
 	}
 	if in.tracer != nil {
-		attrs := append(in.operation(p.topic, "process", "process"), p.attrs...)
-		attrs = in.messageAttrs(attrs, d.Message)
+		extra := in.messageAttrs(make([]attribute.KeyValue, 0, 4), d.Message)
 		if d.Metadata.DeliveryCount > 0 {
-			attrs = append(attrs, attribute.Int(AttrDeliveryCount, d.Metadata.DeliveryCount))
+			extra = append(extra, attribute.Int(AttrDeliveryCount, d.Metadata.DeliveryCount))
 		}
 		if in.cfg.EnqueuedTime && !d.Metadata.EnqueuedAt.IsZero() {
-			attrs = append(attrs, attribute.Int64(AttrEnqueuedTime, d.Metadata.EnqueuedAt.Unix()))
+			extra = append(extra, attribute.Int64(AttrEnqueuedTime, d.Metadata.EnqueuedAt.Unix()))
 		}
 		opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithTimestamp(p.start), trace.WithAttributes(attrs...)}
+			trace.WithTimestamp(p.start), trace.WithAttributes(p.attrs.kvs...), trace.WithAttributes(extra...)}
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
 		}
-		ctx, p.span = in.tracer.Start(ctx, "process "+p.topic, opts...)
+		ctx, p.span = in.tracer.Start(ctx, "process "+p.key.topic, opts...)
 	}
 	p.ctx = ctx
 	return ctx, p
@@ -66,17 +60,17 @@ func (p Processing) handled(err error) {
 	if p.in == nil {
 		return
 	}
+	errType := ""
+	if err != nil {
+		errType = handlerErrorType(err)
+	}
 	if p.span != nil && err != nil {
 		p.span.RecordError(err)
 		p.span.SetStatus(codes.Error, "handler failed")
-		p.span.SetAttributes(attribute.String(AttrErrorType, handlerErrorType(err)))
+		p.span.SetAttributes(attribute.String(AttrErrorType, errType))
 	}
 	if p.in.metrics {
-		attrs := append(p.in.operation(p.topic, "process", "process"), p.attrs...)
-		if err != nil {
-			attrs = append(attrs, attribute.String(AttrErrorType, handlerErrorType(err)))
-		}
-		set := metric.WithAttributes(attrs...)
+		set := p.attrs.measure(errType)
 		p.in.processDuration.Record(p.ctx, time.Since(p.start).Seconds(), set)
 		p.in.consumed.Add(p.ctx, 1, set)
 	}
@@ -102,18 +96,16 @@ func (p Processing) Settled(op string, began time.Time, err error) {
 		return
 	}
 	now := time.Now()
+	k := p.key
+	k.typ, k.name = "settle", op
+	a := p.in.op(k)
 	if p.in.tracer != nil {
-		attrs := append(p.in.operation(p.topic, "settle", op), p.attrs...)
-		_, s := p.in.tracer.Start(p.ctx, op+" "+p.topic, trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithTimestamp(began), trace.WithAttributes(attrs...))
+		_, s := p.in.tracer.Start(p.ctx, op+" "+k.topic, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithTimestamp(began), trace.WithAttributes(a.kvs...))
 		endSpanAt(s, err, now)
 	}
 	if p.in.metrics {
-		attrs := append(p.in.operation(p.topic, "settle", op), p.attrs...)
-		if err != nil {
-			attrs = append(attrs, attribute.String(AttrErrorType, ErrorType(err)))
-		}
-		p.in.opDuration.Record(p.ctx, now.Sub(began).Seconds(), metric.WithAttributes(attrs...))
+		p.in.opDuration.Record(p.ctx, now.Sub(began).Seconds(), a.measure(errorTypeOf(err)))
 	}
 	p.End()
 }

@@ -6,7 +6,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -23,30 +22,28 @@ func (in *Instruments) Publish(ctx context.Context, topic string, msgs []*broker
 	start := time.Now()
 	n := int64(len(msgs))
 	if in.metrics {
-		in.inFlight.Add(ctx, n, metric.WithAttributes(in.base...))
+		in.inFlight.Add(ctx, n, in.baseSet)
 	}
+	a := in.op(opKey{topic: topic, typ: "send", name: "send"})
 	var span trace.Span
 	if in.tracer != nil {
-		attrs := in.operation(topic, "send", "send")
+		var extra []attribute.KeyValue
 		if len(msgs) > 1 {
-			attrs = append(attrs, attribute.Int(AttrBatchCount, len(msgs)))
+			extra = append(extra, attribute.Int(AttrBatchCount, len(msgs)))
 		}
 		if len(msgs) == 1 && msgs[0] != nil {
-			attrs = in.messageAttrs(attrs, msgs[0])
+			extra = in.messageAttrs(extra, msgs[0])
 		}
 		ctx, span = in.tracer.Start(ctx, "send "+topic, trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithTimestamp(start), trace.WithAttributes(attrs...), trace.WithLinks(in.carriedLinks(msgs)...))
+			trace.WithTimestamp(start), trace.WithAttributes(a.kvs...), trace.WithAttributes(extra...),
+			trace.WithLinks(in.carriedLinks(msgs)...))
 	}
 	err := publish(ctx, topic, in.inject(ctx, msgs)...)
 	if in.metrics {
-		attrs := in.operation(topic, "send", "send")
-		if err != nil {
-			attrs = append(attrs, attribute.String(AttrErrorType, ErrorType(err)))
-		}
-		set := metric.WithAttributes(attrs...)
+		set := a.measure(errorTypeOf(err))
 		in.opDuration.Record(ctx, time.Since(start).Seconds(), set)
 		in.sent.Add(ctx, n, set)
-		in.inFlight.Add(ctx, -n, metric.WithAttributes(in.base...))
+		in.inFlight.Add(ctx, -n, in.baseSet)
 	}
 	if span != nil {
 		endSpan(span, err)
@@ -54,14 +51,12 @@ func (in *Instruments) Publish(ctx context.Context, topic string, msgs []*broker
 	return err
 }
 
-// operation is the base attributes plus an operation's.
-func (in *Instruments) operation(topic, typ, name string) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, len(in.base)+8)
-	attrs = append(attrs, in.base...)
-	return append(attrs,
-		attribute.String(AttrDestination, topic),
-		attribute.String(AttrOperationType, typ),
-		attribute.String(AttrOperationName, name))
+// errorTypeOf is ErrorType, or "" for nil.
+func errorTypeOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ErrorType(err)
 }
 
 // messageAttrs adds one message's id and key.
