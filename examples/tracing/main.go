@@ -176,7 +176,7 @@ func describe(attrs []attribute.KeyValue) string {
 	for _, kv := range attrs {
 		switch kv.Key {
 		case "messaging.system", "messaging.message.id", "messaging.consumer.group.name", "isobroker.instance.name":
-			fmt.Fprintf(&b, " %s=%s", kv.Key, kv.Value.Emit())
+			fmt.Fprintf(&b, " %s=%s", kv.Key, kv.Value.String())
 		}
 	}
 	return b.String()

@@ -101,7 +101,7 @@ func Describe(spans tracetest.SpanStubs) string {
 func Attr(s tracetest.SpanStub, key string) (string, bool) {
 	for _, kv := range s.Attributes {
 		if string(kv.Key) == key {
-			return kv.Value.Emit(), true
+			return kv.Value.String(), true
 		}
 	}
 	return "", false
@@ -133,7 +133,7 @@ func Metric(rm metricdata.ResourceMetrics, name string) (metricdata.Metrics, boo
 func matches(set attribute.Set, want map[string]string) bool {
 	for k, v := range want {
 		got, ok := set.Value(attribute.Key(k))
-		if !ok || got.Emit() != v {
+		if !ok || got.String() != v {
 			return false
 		}
 	}
