@@ -95,6 +95,7 @@ func linksTo(sp tracetest.SpanStub, sc trace.SpanContext) bool {
 func (s *suite) testSendSpan(t *testing.T) {
 	b, rec := s.openTraced(t)
 	topic := s.h.NewTopic(t)
+	s.subscribe(t, b, topic, newCollector().handle, broker.Group(RandomName("g"))) // something to route to
 	ctx, parent := rec.Tracer.Tracer("test").Start(s.ctx(t), "incoming")
 	if err := b.Publish(ctx, topic, &broker.Message{ID: "m-1", Key: "k-1", Body: []byte("x")}); err != nil {
 		t.Fatalf("publish: %v", err)
@@ -125,6 +126,7 @@ func (s *suite) testSendSpan(t *testing.T) {
 func (s *suite) testBatchSendSpan(t *testing.T) {
 	b, rec := s.openTraced(t)
 	topic := s.h.NewTopic(t)
+	s.subscribe(t, b, topic, newCollector().handle, broker.Group(RandomName("g")))
 	s.publish(t, b, topic, msg("a"), msg("b"), msg("c"))
 	spans := rec.WaitSpans(t, s.h.Timeout, 1, oteltest.Named("send "+topic))
 	wantAttrs(t, spans[0], map[string]string{driver.AttrBatchCount: "3"})
@@ -397,8 +399,25 @@ func (s *suite) testRecoveryEvents(t *testing.T) {
 	}
 	b, rec := s.openTraced(t)
 	topic := s.h.NewTopic(t)
+	// A running subscription makes the instance notice the cut (an
+	// adapter may otherwise reconnect lazily, on next use); a publish
+	// after it uses the recovered connection.
+	h := newHandlerSpans(0)
+	s.subscribe(t, b, topic, h.handle, broker.Group(RandomName("g")))
 	s.publish(t, b, topic, msg("before"))
+	h.wait(t, s.h.Timeout, 1)
 	s.h.Sever(t, b)
+	deadline := time.Now().Add(s.h.Timeout)
+	for {
+		err := b.Publish(s.ctx(t), topic, msg("after"))
+		if err == nil {
+			break
+		}
+		if !broker.IsRetryable(err) || time.Now().After(deadline) {
+			t.Fatalf("publish after the cut: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	sp := rec.WaitSpan(t, s.h.Timeout, driver.SpanRecover)
 	var to []string
 	for _, e := range sp.Events {
@@ -419,7 +438,6 @@ func (s *suite) testRecoveryEvents(t *testing.T) {
 	if n, _ := oteltest.Sum(rm, driver.MetricReconnects, nil); n < 1 {
 		t.Errorf("%s = %d after a recovery, want at least 1", driver.MetricReconnects, n)
 	}
-	s.publish(t, b, topic, msg("after"))
 }
 
 // testOffWithoutTelemetry: an instance opened without Telemetry writes no

@@ -199,6 +199,10 @@ type Config struct {
 	// MaxMessageSize is the link max-message-size assumed until a sender
 	// link reports the real one (default DefaultMaxMessageSize).
 	MaxMessageSize int
+	// Telemetry turns on OpenTelemetry traces, metrics and trace-context
+	// propagation (see broker.Telemetry and the package doc); the zero
+	// value turns them off.
+	Telemetry broker.Telemetry
 	// TokenTTL is the lifetime of generated SAS tokens (default
 	// DefaultTokenTTL); they are renewed half way through
 	// it, or five minutes before expiry when it is longer than ten minutes.
@@ -261,6 +265,9 @@ func WithTokenTTL(d time.Duration) Option { return func(c *Config) { c.TokenTTL 
 
 // WithTLSConfig sets Config.TLSConfig.
 func WithTLSConfig(t *tls.Config) Option { return func(c *Config) { c.TLSConfig = t } }
+
+// WithTelemetry sets Config.Telemetry.
+func WithTelemetry(t broker.Telemetry) Option { return func(c *Config) { c.Telemetry = t } }
 
 // WithCustomEndpoint sets Config.CustomEndpoint: dial hostPort instead of
 // the namespace, which stays the name in the protocol, TLS and tokens.

@@ -36,19 +36,25 @@ func TestConformance(t *testing.T) {
 		}
 		return b, nil
 	}
+	open := func(ctx context.Context, more ...eventhubs.Option) (broker.Broker, error) {
+		px, err := tcpproxy.Start(e.Addr())
+		if err != nil {
+			return nil, err
+		}
+		opts := append([]eventhubs.Option{quiet, eventhubs.WithCustomEndpoint(px.Addr())}, more...)
+		b, err := eventhubs.OpenURL(ctx, e.ConnectionString(""), opts...)
+		if err != nil {
+			px.Close()
+			return nil, err
+		}
+		return &tcpproxy.Proxied{Broker: b, Proxy: px}, nil
+	}
 	brokertest.Run(t, brokertest.Harness{
-		Open: func(ctx context.Context) (broker.Broker, error) {
-			px, err := tcpproxy.Start(e.Addr())
-			if err != nil {
-				return nil, err
-			}
-			b, err := eventhubs.OpenURL(ctx, e.ConnectionString(""), quiet, eventhubs.WithCustomEndpoint(px.Addr()))
-			if err != nil {
-				px.Close()
-				return nil, err
-			}
-			return &tcpproxy.Proxied{Broker: b, Proxy: px}, nil
+		Open: func(ctx context.Context) (broker.Broker, error) { return open(ctx) },
+		OpenTelemetry: func(ctx context.Context, tel broker.Telemetry) (broker.Broker, error) {
+			return open(ctx, eventhubs.WithTelemetry(tel))
 		},
+		System: eventhubs.System,
 		// Every hub gets the kept consumer group, so that any of them can
 		// be a dead-letter hub (MaxDeliveriesDeadLetters reads one made by
 		// NewTopic); EnsureTopic makes a topic's default dead-letter hub.

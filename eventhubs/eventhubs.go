@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ type Broker struct {
 	cfg   Config
 	log   *slog.Logger
 	state *driver.StateTracker
+	ins   *driver.Instruments // nil without telemetry
 
 	gate    *driver.Gate    // calls, subscriptions and the start of Close
 	deadCtx context.Context // cancelled when Close tears down
@@ -60,8 +62,17 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	host, port, _ := net.SplitHostPort(cfg.dialAddr())
+	ins, err := driver.NewInstruments(cfg.Telemetry, driver.InstrumentsConfig{
+		System: System, Instance: cfg.Name, ServerAddress: host, ServerPort: driver.Port(port),
+		DiagnosticID: true, EnqueuedTime: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("eventhubs: open: %w", err)
+	}
 	deadCtx, kill := context.WithCancel(context.Background())
 	b := &Broker{
+		ins:     ins,
 		cfg:     cfg,
 		log:     cfg.Logger.With("broker", "eventhubs", "name", cfg.Name, "namespace", cfg.Namespace),
 		state:   driver.NewStateTracker(broker.StateConnecting),
@@ -72,6 +83,7 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		conns:   make(map[*amqpConn]struct{}),
 		senders: make(map[string]*slot[*senderLink]),
 	}
+	ins.Track(b.state)
 	b.conn.timeout, b.conn.bound = cfg.DialTimeout, "Config.DialTimeout"
 	b.maxMsg.Store(int64(cfg.MaxMessageSize))
 	b.overhead = batchOverhead()
@@ -94,6 +106,9 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	b.log.Info("broker open", "config", cfg, "elapsed", time.Since(start))
 	return b, nil
 }
+
+// System is the messaging.system attribute of eventhubs' telemetry.
+const System = "eventhubs"
 
 // String describes the broker without secrets.
 func (b *Broker) String() string { return b.cfg.String() }

@@ -132,6 +132,13 @@ func orderGroup(hub, target, key string) string {
 // blocks until ctx ends at the latest; events it had not started to send
 // by then are not sent.
 func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	if b.ins != nil {
+		return b.ins.Publish(ctx, topic, msgs, b.publish)
+	}
+	return b.publish(ctx, topic, msgs...)
+}
+
+func (b *Broker) publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
 	if b.isClosing() {
 		return fmt.Errorf("eventhubs: publish: %w", broker.ErrClosed)
 	}

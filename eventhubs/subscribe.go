@@ -265,6 +265,7 @@ type subscription struct {
 func (s *subscription) init(ctx context.Context) {
 	s.name = "isobroker-" + randomID()[:8]
 	s.Subscription = driver.NewSubscription(ctx, "eventhubs", s.hub, s.b.log)
+	s.Instrument(s.b.ins)
 	s.sem = make(chan struct{}, s.cfg.Concurrency)
 }
 
@@ -299,14 +300,13 @@ func (s *subscription) partitionEnded(err error) {
 	}
 }
 
-// call runs the handler once on a copy of m.
-func (s *subscription) call(m *broker.Message, attempt int) error {
+// call runs the handler once on a copy of m; the caller ends the
+// returned Processing.
+func (s *subscription) call(m *broker.Message, attempt int) (driver.Processing, error) {
 	d := clone(m)
 	d.Metadata.Redelivered = attempt > 0
 	d.Metadata.DeliveryCount = attempt
-	p, err := s.Call(s.h, &broker.Delivery{Message: d, Group: s.cfg.Group})
-	p.End() // TODO(issue 18): record the settlement
-	return err
+	return s.Call(s.h, &broker.Delivery{Message: d, Group: s.cfg.Group})
 }
 
 // partitionReceiver reads one partition.
@@ -501,13 +501,16 @@ func (p *partitionReceiver) run() {
 		}
 		failures = 0
 		m := decodeEvent(msg, s.hub, p.id)
-		if !p.handle(m) {
+		proc, ok := p.handle(m)
+		if !ok {
 			return
 		}
+		began := proc.SettleStart()
 		p.lastSeq, p.haveSeq = m.Metadata.SequenceNumber, true
 		if p.acked != nil {
 			p.acked(m)
 		}
+		proc.Settled("checkpoint", began, nil)
 	}
 }
 
@@ -609,31 +612,44 @@ func (p *partitionReceiver) reattach(failures int) bool {
 
 // handle runs the handler on m until it succeeds or, after s.limit
 // deliveries, m is dead-lettered; false if the partition stopped first
-// (m is then neither passed over nor checkpointed).
-func (p *partitionReceiver) handle(m *broker.Message) bool {
+// (m is then neither passed over nor checkpointed). On success it returns
+// the last call's Processing for the caller to settle ("checkpoint": the
+// event is marked done, and the checkpoint may advance past it, written
+// by the checkpointer on its own schedule); a failed call that will be
+// retried in place ends its span with the handler's error, and a
+// dead-lettered event is settled here ("dead_letter").
+func (p *partitionReceiver) handle(m *broker.Message) (driver.Processing, bool) {
 	s := p.s
 	for n := 1; ; n++ { // n: the delivery about to be made
 		if p.stopped() {
-			return false
+			return driver.Processing{}, false
 		}
 		select {
 		case s.sem <- struct{}{}:
 		case <-p.ctx.Done():
-			return false
+			return driver.Processing{}, false
 		}
-		err := s.call(m, n-1)
+		proc, err := s.call(m, n-1)
 		<-s.sem
 		if err == nil {
-			return true
+			return proc, true
 		}
 		if s.limit > 0 && n >= s.limit {
-			return p.deadLetter(m, n, err)
+			began := proc.SettleStart()
+			ok := p.deadLetter(proc.Within(s.HandlerContext()), m, n, err)
+			var serr error
+			if !ok {
+				serr = broker.ErrClosed
+			}
+			proc.Settled("dead_letter", began, serr)
+			return driver.Processing{}, ok
 		}
+		proc.End()
 		delay := s.redeliveryDelay(n)
 		s.b.log.Debug("handler failed; retrying the event", "hub", s.hub, "group", s.group, "partition", p.id,
 			"sequence", m.Metadata.SequenceNumber, "deliveries", n, "delay", delay, "err", err)
 		if !p.wait(delay) {
-			return false
+			return driver.Processing{}, false
 		}
 	}
 }
@@ -652,13 +668,13 @@ func (p *partitionReceiver) wait(d time.Duration) bool { return driver.Sleep(d, 
 
 // deadLetter publishes the dead-letter copy of m, whose delivery n failed
 // with last, to the dead-letter hub, until that works (true) or the
-// partition stops (false). Each attempt runs under the handlers' context,
+// partition stops (false). Each attempt runs under ctx (the handlers' context, carrying the process span),
 // so that Close waits for it as for a handler; the waits between attempts
 // end when the partition stops. A retryable failure is tried again after
 // Config.Backoff's step, any other (a missing hub, a refused token) every
 // Backoff.Max, logged at error level: the partition waits, the event is
 // never dropped.
-func (p *partitionReceiver) deadLetter(m *broker.Message, n int, last error) bool {
+func (p *partitionReceiver) deadLetter(ctx context.Context, m *broker.Message, n int, last error) bool {
 	s := p.s
 	b := s.b
 	dl := driver.DeadLetter(&broker.Delivery{Message: m, Group: s.cfg.Group}, s.hub, s.group, n, last)
@@ -672,12 +688,12 @@ func (p *partitionReceiver) deadLetter(m *broker.Message, n int, last error) boo
 		if p.stopped() {
 			return false
 		}
-		err := b.Publish(s.HandlerContext(), s.deadTopic, dl)
+		err := b.Publish(ctx, s.deadTopic, dl)
 		if err == nil {
 			log.Warn("event dead-lettered", "attempts", attempt, "err", dl.Headers[broker.HeaderLastError])
 			return true
 		}
-		if p.stopped() || errors.Is(err, broker.ErrClosed) || s.HandlerContext().Err() != nil {
+		if p.stopped() || errors.Is(err, broker.ErrClosed) || ctx.Err() != nil {
 			log.Info("dead-lettering stopped with the subscription; the event stays unprocessed", "err", err)
 			return false
 		}

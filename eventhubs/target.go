@@ -65,7 +65,7 @@ func parseTarget(target string) (Config, error) {
 // oc.Logger (nil: slog.Default()). Its signature is registry.Opener's, so
 // reg.Register("eventhubs", eventhubs.Opener) works as it is.
 func Opener(ctx context.Context, target string, oc driver.OpenConfig) (broker.Broker, error) {
-	b, err := OpenURL(ctx, target, WithLogger(oc.Logger), WithName(oc.Name))
+	b, err := OpenURL(ctx, target, WithLogger(oc.Logger), WithName(oc.Name), WithTelemetry(oc.Telemetry))
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}

@@ -131,6 +131,10 @@ type Config struct {
 	// the server stop reading publishing connections, never stalls
 	// consumers' acknowledgements.
 	SingleConnection bool
+	// Telemetry turns on OpenTelemetry traces, metrics and trace-context
+	// propagation (see broker.Telemetry and the package doc); the zero
+	// value turns them off.
+	Telemetry broker.Telemetry
 }
 
 // String describes c with every URL's password masked.
@@ -175,6 +179,9 @@ func WithBackoff(b broker.Backoff) Option { return func(c *Config) { c.Backoff =
 
 // WithMaxMessageSize sets Config.MaxMessageSize.
 func WithMaxMessageSize(n int) Option { return func(c *Config) { c.MaxMessageSize = n } }
+
+// WithTelemetry sets Config.Telemetry.
+func WithTelemetry(t broker.Telemetry) Option { return func(c *Config) { c.Telemetry = t } }
 
 // WithConfig applies f to the Config, for any other setting.
 func WithConfig(f func(*Config)) Option { return f }

@@ -42,21 +42,26 @@ func conformanceHarness(t *testing.T, nodeURL string, opts ...rabbit.Option) bro
 	opts = append([]rabbit.Option{rabbit.WithLogger(testLogger())}, opts...)
 	bad := *u
 	bad.User = url.UserPassword(u.User.Username(), "not-the-password")
+	open := func(ctx context.Context, more ...rabbit.Option) (broker.Broker, error) {
+		px, err := tcpproxy.Start(u.Host)
+		if err != nil {
+			return nil, err
+		}
+		via := *u
+		via.Host = px.Addr()
+		b, err := rabbit.OpenURL(ctx, via.String(), append(append([]rabbit.Option(nil), opts...), more...)...)
+		if err != nil {
+			px.Close()
+			return nil, err
+		}
+		return &tcpproxy.Proxied{Broker: b, Proxy: px}, nil
+	}
 	return brokertest.Harness{
-		Open: func(ctx context.Context) (broker.Broker, error) {
-			px, err := tcpproxy.Start(u.Host)
-			if err != nil {
-				return nil, err
-			}
-			via := *u
-			via.Host = px.Addr()
-			b, err := rabbit.OpenURL(ctx, via.String(), opts...)
-			if err != nil {
-				px.Close()
-				return nil, err
-			}
-			return &tcpproxy.Proxied{Broker: b, Proxy: px}, nil
+		Open: func(ctx context.Context) (broker.Broker, error) { return open(ctx) },
+		OpenTelemetry: func(ctx context.Context, tel broker.Telemetry) (broker.Broker, error) {
+			return open(ctx, rabbit.WithTelemetry(tel))
 		},
+		System: rabbit.System,
 		OpenBadCredentials: func(ctx context.Context) (broker.Broker, error) {
 			b, err := rabbit.OpenURL(ctx, bad.String(), opts...)
 			if err != nil {

@@ -119,35 +119,43 @@ func countsDeliveries(d *amqp.Delivery) bool {
 
 // failed settles d, whose handler failed with err on delivery n (1-based)
 // of the message, on a classic or quorum queue.
-func (s *subscription) failed(d *amqp.Delivery, m *broker.Message, q ownQueue, n int, err error) {
+//
+// p, the delivery's Processing, records the settlement: "nack",
+// "dead_letter", "delay" or "requeue" (a classic queue's counted move).
+func (s *subscription) failed(d *amqp.Delivery, m *broker.Message, q ownQueue, n int, err error, p driver.Processing) {
 	log := s.log.With("id", d.MessageId, "deliveries", n)
 	var moveErr error
-	var what string
+	var what, op string
+	began := p.SettleStart()
 	switch {
 	case s.plan.limit > 0 && n >= s.plan.limit:
-		what = "dead-letter"
+		what, op = "dead-letter", "dead_letter"
 		moveErr = s.deadLetter(m, n, err)
 	case len(q.retries) > 0:
-		what = "delay"
+		what, op = "delay", "delay"
 		moveErr = s.move(q.retries[retryDelay(s.cfg.Redelivery, n)], m, n)
 	case s.plan.limit > 0 && !countsDeliveries(d):
 		// A classic queue does not count: requeue by republishing with the
 		// count.
-		what = "count"
+		what, op = "count", "requeue"
 		moveErr = s.move(q.name, m, n)
 	default:
 		log.Debug("rabbit: handler failed; nacking for redelivery", "err", err)
-		if nerr := d.Nack(false, true); nerr != nil {
+		nerr := d.Nack(false, true)
+		if nerr != nil {
 			log.Debug("rabbit: nack failed; the message will be redelivered", "err", nerr)
 		}
+		p.Settled("nack", began, nerr)
 		return
 	}
 	if moveErr == nil {
 		log.Debug("rabbit: handler failed; message moved", "move", what, "err", err)
-		if aerr := d.Ack(false); aerr != nil {
+		aerr := d.Ack(false)
+		if aerr != nil {
 			// The moved copy exists already: this one comes back too.
 			log.Warn("rabbit: ack of a moved message failed; it will be delivered again", "move", what, "err", aerr)
 		}
+		p.Settled(op, began, aerr)
 		return
 	}
 	// Not moved: hand it back, after the delay (or a backoff step) so that
@@ -160,9 +168,12 @@ func (s *subscription) failed(d *amqp.Delivery, m *broker.Message, q ownQueue, n
 	log.Warn("rabbit: handler failed and the message could not be moved; requeueing it after a wait",
 		"move", what, "err", err, "move_err", moveErr, "wait", wait)
 	s.sleep(wait)
-	if nerr := d.Nack(false, true); nerr != nil {
+	began = p.SettleStart()
+	nerr := d.Nack(false, true)
+	if nerr != nil {
 		log.Debug("rabbit: nack failed; the message will be redelivered", "err", nerr)
 	}
+	p.Settled("nack", began, nerr)
 }
 
 // deadLetter publishes the dead-letter copy of m, which failed n
@@ -229,18 +240,25 @@ func (s *subscription) handleStream(d *amqp.Delivery, m *broker.Message, q ownQu
 			}
 		}
 	}
+	var p driver.Processing
+	op := "ack"
 	for n := 1; ; n++ {
-		p, err := s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group})
-		p.End() // TODO(issue 18): record the settlement
+		var err error
+		p, err = s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group})
 		if err == nil {
 			break
 		}
 		if s.plan.limit > 0 && n >= s.plan.limit {
+			began := p.SettleStart()
 			if !s.deadLetterUntilDone(m, n, err) {
+				p.Settled("dead_letter", began, broker.ErrClosed)
 				return
 			}
+			p.Settled("dead_letter", began, nil)
+			p, op = driver.Processing{}, "" // settled: the ack below ends the delivery
 			break
 		}
+		p.End() // retried in place
 		wait := driver.BackoffDelay(broker.Backoff{Initial: streamRetryInitial, Max: streamRetryMax}, n)
 		if s.cfg.Redelivery.Initial > 0 {
 			wait = driver.RedeliveryDelayOf(s.cfg, n)
@@ -252,8 +270,13 @@ func (s *subscription) handleStream(d *amqp.Delivery, m *broker.Message, q ownQu
 		m.Metadata.Redelivered = true
 		m.Metadata.DeliveryCount = n
 	}
-	if aerr := d.Ack(false); aerr != nil {
+	began := p.SettleStart()
+	aerr := d.Ack(false)
+	if aerr != nil {
 		s.log.Debug("rabbit: stream ack failed", "err", aerr)
+	}
+	if op != "" {
+		p.Settled(op, began, aerr)
 	}
 }
 

@@ -279,6 +279,13 @@ func nackBackoff() broker.Backoff { return broker.Backoff{Initial: nackPause, Ma
 // so the caller may reuse them as soon as it returns. After Close it
 // returns ErrClosed at once.
 func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	if b.ins != nil {
+		return b.ins.Publish(ctx, topic, msgs, b.publish)
+	}
+	return b.publish(ctx, topic, msgs...)
+}
+
+func (b *Broker) publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
 	if b.isClosing() {
 		return fmt.Errorf("rabbit: publish: %w", broker.ErrClosed)
 	}

@@ -81,6 +81,7 @@ type Broker struct {
 	cfg   *resolved
 	log   *slog.Logger
 	state *driver.StateTracker
+	ins   *driver.Instruments // nil without telemetry
 
 	gate       *driver.Gate    // calls, subscriptions and the start of Close
 	lifeCtx    context.Context // cancelled when Close tears down
@@ -101,6 +102,9 @@ type Broker struct {
 
 var _ broker.Broker = (*Broker)(nil)
 
+// System is the messaging.system attribute of rabbit's telemetry.
+const System = "rabbitmq"
+
 // Open connects to the first reachable server of cfg.URLs (each tried once,
 // in order, within ctx and Config.DialTimeout) and returns a Broker whose
 // supervisor keeps the connection up from then on. Configuration errors
@@ -117,13 +121,23 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("rabbit: open: %w", err)
 	}
+	ep := r.endpoints[0].uri
+	ins, err := driver.NewInstruments(r.Telemetry, driver.InstrumentsConfig{
+		System: System, Instance: r.Name, ServerAddress: ep.Host, ServerPort: ep.Port,
+		KeyAttribute: driver.AttrRabbitRouting,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rabbit: open: %w", err)
+	}
 	b := &Broker{
+		ins:    ins,
 		cfg:    r,
 		log:    r.Logger.With("broker", "rabbit", "name", r.Name),
 		state:  driver.NewStateTracker(broker.StateConnecting),
 		gate:   driver.NewGate(),
 		killed: make(chan struct{}),
 	}
+	ins.Track(b.state)
 	b.lifeCtx, b.lifeCancel = context.WithCancel(context.Background())
 	b.pub = newLink(b, rolePublish)
 	begin := time.Now()
@@ -166,7 +180,7 @@ func urlConfig(target string, opts ...Option) Config {
 // slog.Default()). Its signature is registry.Opener's, so
 // reg.Register("amqp", rabbit.Opener) works as it is.
 func Opener(ctx context.Context, target string, oc driver.OpenConfig) (broker.Broker, error) {
-	b, err := OpenURL(ctx, target, WithLogger(oc.Logger), WithName(oc.Name))
+	b, err := OpenURL(ctx, target, WithLogger(oc.Logger), WithName(oc.Name), WithTelemetry(oc.Telemetry))
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}

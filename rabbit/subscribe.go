@@ -174,6 +174,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 		established: make(chan error, 1),
 	}
 	s.streamSeen.Store(-1)
+	s.Instrument(b.ins)
 
 	b.mu.Lock()
 	if !b.gate.Track(s.Subscription) {
@@ -369,13 +370,14 @@ func (s *subscription) work(deliveries <-chan amqp.Delivery, q ownQueue) {
 		if s.plan.kind == Stream {
 			s.handleStream(&d, m, q)
 		} else if p, err := s.Call(s.h, &broker.Delivery{Message: m, Group: s.cfg.Group}); err == nil {
-			p.End() // TODO(issue 18): record the settlement
-			if aerr := d.Ack(false); aerr != nil {
+			began := p.SettleStart()
+			aerr := d.Ack(false)
+			if aerr != nil {
 				s.log.Debug("rabbit: ack failed; the message will be redelivered", "err", aerr)
 			}
+			p.Settled("ack", began, aerr)
 		} else {
-			p.End()
-			s.failed(&d, m, q, failed+1, err)
+			s.failed(&d, m, q, failed+1, err, p)
 		}
 		s.End()
 	}

@@ -159,6 +159,18 @@ func (c *ourEventHubs) subscribe(ctx context.Context, hub string, fn func([]byte
 
 func (c *ourEventHubs) close(ctx context.Context) error { return c.b.Close(ctx) }
 
+// openOurEventHubs opens our adapter on the emulator's namespace, with
+// opts, its subscriptions with subOpts.
+func openOurEventHubs(emu *emulatorProc, opts []eventhubs.Option, subOpts ...broker.SubscribeOption) func(ctx context.Context, _ string) (client, error) {
+	return func(ctx context.Context, _ string) (client, error) {
+		b, err := eventhubs.OpenURL(ctx, emu.namespaceConnStr(), append([]eventhubs.Option{eventhubs.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
+		if err != nil {
+			return nil, err
+		}
+		return &ourEventHubs{b: b, subOpts: subOpts}, nil
+	}
+}
+
 // eventHubsContenders lists the Event Hubs contenders; the SDK is the
 // reference. The second list holds diagnostic variants, run only in the
 // receiving figures: our adapter with the SDK's default link credit, to
@@ -168,19 +180,10 @@ func eventHubsContenders(v versions, emu *emulatorProc, adapterReady bool) (cs, 
 		open: func(ctx context.Context, _ string) (client, error) {
 			return &sdkClient{connStr: emu.hubConnStr, producers: map[string]*azeventhubs.ProducerClient{}}, nil
 		}}
-	openOurs := func(subOpts ...broker.SubscribeOption) func(ctx context.Context, _ string) (client, error) {
-		return func(ctx context.Context, _ string) (client, error) {
-			b, err := eventhubs.OpenURL(ctx, emu.namespaceConnStr(), eventhubs.WithLogger(slog.New(slog.DiscardHandler)))
-			if err != nil {
-				return nil, err
-			}
-			return &ourEventHubs{b: b, subOpts: subOpts}, nil
-		}
-	}
 	ours := &contender{key: "eh-ours", label: "isobroker/eventhubs " + v.ours, short: "isobroker eventhubs", chart: "isobroker/eventhubs", family: famEventHubs, ours: true,
-		open: openOurs()}
+		open: openOurEventHubs(emu, nil)}
 	ours300 := &contender{key: "eh-ours-p300", label: fmt.Sprintf("isobroker/eventhubs %s, broker.Prefetch(%d) (diagnostic: the SDK's default credit)", v.ours, sdkPrefetch),
-		short: "isobroker eventhubs, Prefetch(300)", chart: "isobroker/eventhubs, Prefetch(300) (diagnostic)", family: famEventHubs, ours: true, open: openOurs(broker.Prefetch(sdkPrefetch))}
+		short: "isobroker eventhubs, Prefetch(300)", chart: "isobroker/eventhubs, Prefetch(300) (diagnostic)", family: famEventHubs, ours: true, open: openOurEventHubs(emu, nil, broker.Prefetch(sdkPrefetch))}
 	if !adapterReady {
 		ours.notReady = "not measured: adapter not ready"
 		ours300.notReady = ours.notReady

@@ -197,8 +197,8 @@ func (c *rawClient) close(context.Context) error { return c.conn.Close() }
 
 type ourRabbit struct{ b *rabbit.Broker }
 
-func openOurRabbit(ctx context.Context, url string) (*ourRabbit, error) {
-	b, err := rabbit.OpenURL(ctx, url, rabbit.WithLogger(slog.New(slog.DiscardHandler)))
+func openOurRabbit(ctx context.Context, url string, opts ...rabbit.Option) (*ourRabbit, error) {
+	b, err := rabbit.OpenURL(ctx, url, append([]rabbit.Option{rabbit.WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

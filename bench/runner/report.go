@@ -20,6 +20,7 @@ var scenarioText = map[string][2]string{
 	"4": {"4. Isolation", "Broker B publishes 1 KiB messages one at a time (confirmed), without pause, while broker A — another instance of the same contender in the same process — is opened, publishes once and is closed, {isoCycles} times, each cycle followed by an idle gap as long as the cycle took. Every B publish is tagged: alone when A was idle from its start to its end, loaded when it overlapped any part of a cycle; the two sets are interleaved in time, so background load falls on both alike. Reported: B's p99 while A cycles ÷ B's p99 alone. A's connection handshakes and closes cost CPU in this process and in the server on a 2-core machine: the reference client's ratio, measured the same way, is the cost of that contention alone."},
 	"5": {"5. Scale", "{scaleN} instances of a contender in one process, each connected and having published one message, then idle ({idle} after the last one published): (heap in use + stacks in use) after GC minus the same before opening them, and the number of goroutines, per instance. Client side only: the RabbitMQ node and the Event Hubs emulator run in other processes. One run per contender."},
 	"6": {"6. Allocations per published message", "From the 1 KiB publish-throughput runs of scenario 1: `runtime.MemStats` mallocs and bytes allocated in the whole bench process during the timed part, divided by the messages published (client only: the servers are other processes)."},
+	"7": {"7. Telemetry overhead", "Each adapter with OpenTelemetry on (`broker.Telemetry` with the SDK's TracerProvider, every span sampled and exported in batches to an exporter that drops them, and a MeterProvider whose instruments aggregate for a reader) against the same adapter with telemetry off, the reference of these figures: the publish shapes of scenario 1 (batched, and single messages from 16 callers) and the end-to-end run of scenario 2. With telemetry on every Publish is a send span, every handler call a process span and a settle span, each message carries a traceparent, and every operation records its metrics. The ratio is the price of turning it on; off costs nothing (no telemetry code runs)."},
 }
 
 func (b *bench) scenarioIntro(num string) (title, text string) {
@@ -264,7 +265,7 @@ func (b *bench) fig(id string) *figure {
 }
 
 func (b *bench) contender(key string) *contender {
-	for _, c := range slices.Concat(b.rabbitCs, b.ehCs, b.ehDiag) {
+	for _, c := range slices.Concat(b.rabbitCs, b.ehCs, b.ehDiag, b.tracedCs) {
 		if c.key == key {
 			return c
 		}

@@ -122,6 +122,7 @@ type bench struct {
 
 	rabbitCs, ehCs []*contender
 	ehDiag         []*contender // diagnostic variants, receiving figures only
+	tracedCs       []*contender // our adapters with telemetry on, scenario 7 only
 	figs           []*figure
 	steps          []stepRun
 	nodeDir        string // where the RabbitMQ node keeps its data ("": the temp dir)
@@ -177,6 +178,7 @@ func Run(ctx context.Context, o Options) error {
 
 	b.rabbitCs = rabbitContenders(b.vers)
 	b.ehCs, b.ehDiag = eventHubsContenders(b.vers, b.emu, o.EventHubsReady)
+	b.tracedCs = tracedContenders(b.vers, b.emu, o.EventHubsReady)
 
 	steps := []struct {
 		num, name string
@@ -187,6 +189,7 @@ func Run(ctx context.Context, o Options) error {
 		{"3", "recovery", b.scenarioRecovery},
 		{"4", "isolation", b.scenarioIsolation},
 		{"5", "scale", b.scenarioScale},
+		{"7", "telemetry overhead", b.scenarioTelemetry},
 	}
 	only := map[string]bool{}
 	for _, n := range strings.Split(o.Scenarios, ",") {
