@@ -112,4 +112,15 @@
 //
 // Errors wrap the broker sentinels and *Error, which carries the AMQP
 // condition; broker.IsRetryable classifies them.
+//
+// Telemetry (WithTelemetry, Config.Telemetry; see broker.Telemetry): send
+// and process spans with messaging.system "eventhubs", server.address and
+// server.port of the address dialled, the partition id and
+// messaging.eventhubs.message.enqueued_time; the trace context travels in
+// the application properties traceparent, tracestate and Diagnostic-Id
+// (written equal to traceparent and read when it is absent, as the Azure
+// SDKs do). Settle spans: checkpoint (the event is done and the
+// checkpoint may pass it) and dead_letter, whose publish is a child of the
+// process span; a failed call retried in place ends its process span with
+// the handler's error.
 package eventhubs

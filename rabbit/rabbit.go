@@ -60,6 +60,14 @@
 // amqp091-go's own Config.Recovery is not used. Every lifecycle step is
 // logged through the instance's slog.Logger, and State / WatchState report
 // the transitions.
+//
+// Telemetry (WithTelemetry, Config.Telemetry; see broker.Telemetry): send
+// and process spans with messaging.system "rabbitmq", server.address and
+// server.port of the first configured host, and
+// messaging.rabbitmq.destination.routing_key; the trace context travels
+// as traceparent and tracestate in the AMQP headers table, and survives a
+// delayed or dead-lettered copy. Settle spans are named ack, nack,
+// dead_letter, delay and requeue (a classic queue's counted move).
 package rabbit
 
 import (
