@@ -65,6 +65,30 @@ func receiveTraced(t *testing.T, sub *pubsub.Subscriber, topic string) func() (*
 	}
 }
 
+// publishTwoTraces publishes, in one call, messages w-1 and w-2 whose
+// contexts carry spans of two traces, and returns those spans and the
+// span context each consumer's message had.
+func publishTwoTraces(t *testing.T, rec *oteltest.Recorder, pub *pubsub.Publisher, sub *pubsub.Subscriber) (s1, s2 trace.Span, got map[string]trace.SpanContext) {
+	t.Helper()
+	next := receiveTraced(t, sub, "orders")
+	ctx1, s1 := rec.Tracer.Tracer("test").Start(context.Background(), "first")
+	ctx2, s2 := rec.Tracer.Tracer("test").Start(context.Background(), "second")
+	m1, m2 := message.NewMessage("w-1", nil), message.NewMessage("w-2", nil)
+	m1.SetContext(ctx1)
+	m2.SetContext(ctx2)
+	if err := pub.Publish("orders", m1, m2); err != nil {
+		t.Fatal(err)
+	}
+	s1.End()
+	s2.End()
+	got = map[string]trace.SpanContext{}
+	for range 2 {
+		m, sc := next()
+		got[m.UUID] = sc
+	}
+	return s1, s2, got
+}
+
 // A Watermill message's context span is the parent of the broker's send
 // span, and the consumer's Watermill message carries the process span.
 func TestTelemetryThroughInstrumentedBroker(t *testing.T) {
@@ -95,22 +119,7 @@ func TestTelemetryThroughInstrumentedBroker(t *testing.T) {
 func TestTelemetryPropagatesOverUninstrumentedBroker(t *testing.T) {
 	rec := oteltest.New(t)
 	pub, sub := tracedPair(t, broker.Telemetry{}, pubsub.WithTelemetry(rec.Telemetry()))
-	next := receiveTraced(t, sub, "orders")
-	ctx1, s1 := rec.Tracer.Tracer("test").Start(context.Background(), "first")
-	ctx2, s2 := rec.Tracer.Tracer("test").Start(context.Background(), "second")
-	m1, m2 := message.NewMessage("w-1", nil), message.NewMessage("w-2", nil)
-	m1.SetContext(ctx1)
-	m2.SetContext(ctx2)
-	if err := pub.Publish("orders", m1, m2); err != nil {
-		t.Fatal(err)
-	}
-	s1.End()
-	s2.End()
-	got := map[string]trace.SpanContext{}
-	for range 2 {
-		m, sc := next()
-		got[m.UUID] = sc
-	}
+	s1, s2, got := publishTwoTraces(t, rec, pub, sub)
 	if sc := got["w-2"]; sc.TraceID() != s2.SpanContext().TraceID() || sc.SpanID() != s2.SpanContext().SpanID() {
 		t.Errorf("second message's consumer context %s/%s, want its producer's %s/%s",
 			sc.TraceID(), sc.SpanID(), s2.SpanContext().TraceID(), s2.SpanContext().SpanID())
@@ -129,22 +138,7 @@ func TestTelemetryPropagatesOverUninstrumentedBroker(t *testing.T) {
 func TestTelemetryBatchOfTwoTraces(t *testing.T) {
 	rec := oteltest.New(t)
 	pub, sub := tracedPair(t, rec.Telemetry(), pubsub.WithTelemetry(rec.Telemetry()))
-	next := receiveTraced(t, sub, "orders")
-	ctx1, s1 := rec.Tracer.Tracer("test").Start(context.Background(), "first")
-	ctx2, s2 := rec.Tracer.Tracer("test").Start(context.Background(), "second")
-	m1, m2 := message.NewMessage("w-1", nil), message.NewMessage("w-2", nil)
-	m1.SetContext(ctx1)
-	m2.SetContext(ctx2)
-	if err := pub.Publish("orders", m1, m2); err != nil {
-		t.Fatal(err)
-	}
-	s1.End()
-	s2.End()
-	got := map[string]trace.SpanContext{}
-	for range 2 {
-		m, sc := next()
-		got[m.UUID] = sc
-	}
+	s1, s2, got := publishTwoTraces(t, rec, pub, sub)
 	if got["w-1"].TraceID() != s1.SpanContext().TraceID() || got["w-2"].TraceID() != s2.SpanContext().TraceID() {
 		t.Errorf("consumer traces w-1 %s w-2 %s, want %s and %s", got["w-1"].TraceID(), got["w-2"].TraceID(),
 			s1.SpanContext().TraceID(), s2.SpanContext().TraceID())
