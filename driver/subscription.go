@@ -28,11 +28,12 @@ import (
 // subscription runs and Start once; or Abandon when the Subscribe fails
 // before Start.
 type Subscription struct {
-	prefix string // the adapter's name, for error texts
-	topic  string
-	log    *slog.Logger
-	gate   *Gate        // set by Gate.Track
-	ins    *Instruments // set by Instrument; nil: none
+	prefix   string // the adapter's name, for error texts
+	topic    string
+	log      *slog.Logger
+	gate     *Gate        // set by Gate.Track
+	ins      *Instruments // set by Instrument; nil: none
+	insGroup string       // consumer group of the process spans
 
 	subscribeCtx   context.Context
 	handlerCtx     context.Context
@@ -68,8 +69,14 @@ func NewSubscription(ctx context.Context, prefix, topic string, log *slog.Logger
 }
 
 // Instrument makes Call trace and measure handler calls with in (nil:
-// not at all). Call it before Start.
-func (s *Subscription) Instrument(in *Instruments) { s.ins = in }
+// not at all); consumerGroup is the messaging.consumer.group.name of
+// those calls: the group as the server knows it ("" for none), which may
+// differ from the Delivery's Group (Event Hubs reads a subscription
+// without a Group through its default consumer group). Call it before
+// Start.
+func (s *Subscription) Instrument(in *Instruments, consumerGroup string) {
+	s.ins, s.insGroup = in, consumerGroup
+}
 
 // HandlerContext is the context handlers get: it ends when the Subscribe
 // ctx ends or when a Close stops waiting for handlers.
@@ -194,7 +201,7 @@ func (s *Subscription) Call(h broker.Handler, d *broker.Delivery) (Processing, e
 	if s.ins == nil {
 		return Processing{}, s.call(s.handlerCtx, h, d)
 	}
-	ctx, p := s.ins.startProcess(s.handlerCtx, d)
+	ctx, p := s.ins.startProcess(s.handlerCtx, d, s.insGroup)
 	err := s.call(ctx, h, d)
 	p.handled(err)
 	return p, err

@@ -26,11 +26,12 @@ type Processing struct {
 }
 
 // startProcess extracts the producer's context from d's headers and starts
-// the process span, whose context (returned) the handler gets. A header
+// the process span of a call in consumer group group, whose context
+// (returned) the handler gets. A header
 // that does not parse is ignored: the span then starts a new trace.
-func (in *Instruments) startProcess(ctx context.Context, d *broker.Delivery) (context.Context, Processing) {
+func (in *Instruments) startProcess(ctx context.Context, d *broker.Delivery, group string) (context.Context, Processing) {
 	p := Processing{in: in, start: time.Now(), key: opKey{topic: d.Metadata.Topic, typ: "process", name: "process",
-		group: d.Group, partition: d.Metadata.Partition}}
+		group: group, partition: d.Metadata.Partition}}
 	p.attrs = in.op(p.key)
 	if in.prop != nil && len(d.Headers) > 0 {
 		ctx = in.prop.Extract(ctx, in.carrier(d.Headers))

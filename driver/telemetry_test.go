@@ -93,7 +93,8 @@ func publishNothing(got *[]*broker.Message) func(context.Context, string, ...*br
 
 // On Event Hubs the carrier writes Diagnostic-Id equal to traceparent, and
 // reads it when traceparent is missing; traceparent wins when both are
-// there.
+// there. The process span names the consumer group the adapter gave
+// Instrument, not the Delivery's Group.
 func TestDiagnosticIDCarrier(t *testing.T) {
 	rec := oteltest.New(t)
 	in, err := driver.NewInstruments(rec.Telemetry(), driver.InstrumentsConfig{System: "eventhubs", DiagnosticID: true})
@@ -125,7 +126,7 @@ func TestDiagnosticIDCarrier(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := driver.NewSubscription(context.Background(), "test", "hub", slog.New(slog.DiscardHandler))
-			s.Instrument(in)
+			s.Instrument(in, "$Default")
 			var seen trace.SpanContext
 			p, err := s.Call(func(ctx context.Context, _ *broker.Delivery) error {
 				seen = trace.SpanContextFromContext(ctx)
@@ -138,6 +139,10 @@ func TestDiagnosticIDCarrier(t *testing.T) {
 			}
 			if seen.TraceID().String() != tc.want {
 				t.Errorf("handler's trace %s, want %s", seen.TraceID(), tc.want)
+			}
+			procs := rec.Spans()
+			if g, _ := oteltest.Attr(procs[len(procs)-1], driver.AttrConsumerGroup); g != "$Default" {
+				t.Errorf("process span's consumer group %q, want the one given to Instrument", g)
 			}
 		})
 	}

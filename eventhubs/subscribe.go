@@ -265,7 +265,7 @@ type subscription struct {
 func (s *subscription) init(ctx context.Context) {
 	s.name = "isobroker-" + randomID()[:8]
 	s.Subscription = driver.NewSubscription(ctx, "eventhubs", s.hub, s.b.log)
-	s.Instrument(s.b.ins)
+	s.Instrument(s.b.ins, s.group)
 	s.sem = make(chan struct{}, s.cfg.Concurrency)
 }
 

@@ -333,7 +333,7 @@ func newSubscription(ctx context.Context, b *Broker, topic, qname string, q *que
 		Subscription: driver.NewSubscription(ctx, "mem", topic, b.log),
 		b:            b, topic: topic, qname: qname, q: q, cfg: cfg, h: h,
 	}
-	s.Instrument(b.ins)
+	s.Instrument(b.ins, cfg.Group)
 	return s
 }
 

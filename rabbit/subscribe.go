@@ -174,7 +174,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 		established: make(chan error, 1),
 	}
 	s.streamSeen.Store(-1)
-	s.Instrument(b.ins)
+	s.Instrument(b.ins, cfg.Group)
 
 	b.mu.Lock()
 	if !b.gate.Track(s.Subscription) {
