@@ -62,6 +62,9 @@ func chartFontOf(size vg.Length) font.Font {
 // and the versions of every contender in the figure. It returns the file
 // name, or "" when nothing was measured.
 func (b *bench) writeChart(dir string, f *figure) (string, error) {
+	if f.line != nil {
+		return b.writeLineChart(dir, f)
+	}
 	var labels, values []string
 	var rows []*row
 	var sp spread
@@ -152,7 +155,12 @@ func (b *bench) writeChart(dir string, f *figure) (string, error) {
 		p.Add(tt)
 	}
 
-	h := vg.Length(2.1+0.38*float64(len(rows))) * vg.Inch
+	return writeSVG(dir, f.id, p, vg.Length(2.1+0.38*float64(len(rows)))*vg.Inch)
+}
+
+// writeSVG draws p, chartWidth wide and h high, into dir/stem.svg and
+// returns the file name.
+func writeSVG(dir, stem string, p *plot.Plot, h vg.Length) (string, error) {
 	canvas := vgsvg.New(chartWidth, h)
 	p.Draw(draw.Crop(draw.New(canvas), leftMargin, 0, 0, 0))
 	var buf bytes.Buffer
@@ -163,7 +171,7 @@ func (b *bench) writeChart(dir string, f *figure) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	name := f.id + ".svg"
+	name := stem + ".svg"
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(svg), 0o644); err != nil {
 		return "", err
 	}

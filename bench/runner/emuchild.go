@@ -3,12 +3,9 @@ package runner
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,30 +13,14 @@ import (
 	"github.com/isobroker/broker/eventhubs/emulator"
 )
 
-// The Event Hubs emulator runs in a child process (this same binary,
-// re-executed with emulatorEnv set), so that the allocations, goroutines
-// and memory measured in the runner are the clients' alone. The parent
-// drives it over stdin/stdout, one command per line:
+// The Event Hubs emulator runs in a child process (child.go), driven one
+// command per line:
 //
 //	hub NAME PARTITIONS  → ok
 //	forced               → ok N   (closes every connection with amqp:connection:forced)
 //
 // On start the child prints its connection string (without EntityPath).
 const emulatorEnv = "ISOBROKER_BENCH_EMULATOR_CHILD"
-
-// MaybeEmulatorChild runs the emulator child and exits when this process
-// was started as one; otherwise it returns at once. Call it first in main
-// and in TestMain.
-func MaybeEmulatorChild() {
-	if os.Getenv(emulatorEnv) != "1" {
-		return
-	}
-	if err := serveEmulator(os.Stdin, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "emulator child:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
 
 func serveEmulator(in io.Reader, out io.Writer) error {
 	e, err := emulator.New(emulator.Config{
@@ -83,12 +64,15 @@ func serveEmulator(in io.Reader, out io.Writer) error {
 // every Event Hubs run, so that each run starts on an empty server — the
 // emulator cannot delete hubs, and the events retained by earlier runs
 // would otherwise pile up in its memory and its garbage collector's work.
+// Through sets the address the contenders dial instead of the emulator's
+// own: a latency proxy's (scenario 8).
 type emulatorProc struct {
 	mu      sync.Mutex
-	cmd     *exec.Cmd
-	in      io.WriteCloser
-	out     *bufio.Scanner
+	c       *child
 	connStr string
+	addr    string // the emulator's host:port, in connStr
+	through func(addr string) (string, error)
+	dialed  string // what connStr's endpoint names: addr, or through's result
 }
 
 func startEmulatorChild() (*emulatorProc, error) {
@@ -103,58 +87,57 @@ func startEmulatorChild() (*emulatorProc, error) {
 func (p *emulatorProc) restart() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.stopLocked()
-	exe, err := os.Executable()
+	p.c.stop()
+	c, first, err := startChild(emulatorEnv)
+	if err != nil {
+		return fmt.Errorf("emulator child: %w", err)
+	}
+	p.c, p.connStr = c, first
+	p.addr = endpointOf(first)
+	return p.route()
+}
+
+// setThrough makes the contenders dial through(emulator address) from the
+// next restart on (nil: the emulator directly).
+func (p *emulatorProc) setThrough(through func(addr string) (string, error)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.through = through
+}
+
+// route sets dialed for the current child.
+func (p *emulatorProc) route() error {
+	p.dialed = p.addr
+	if p.through == nil {
+		return nil
+	}
+	a, err := p.through(p.addr)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), emulatorEnv+"=1")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	outPipe, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	p.cmd, p.in, p.out = cmd, in, bufio.NewScanner(outPipe)
-	if !p.out.Scan() {
-		p.stopLocked()
-		return fmt.Errorf("emulator child did not start: %v", p.out.Err())
-	}
-	p.connStr = strings.TrimSpace(p.out.Text())
+	p.dialed = a
 	return nil
+}
+
+// endpointOf is the host:port of a connection string's sb:// endpoint.
+func endpointOf(connStr string) string {
+	_, rest, _ := strings.Cut(connStr, "Endpoint=sb://")
+	addr, _, _ := strings.Cut(rest, ";")
+	return strings.TrimSuffix(addr, "/")
 }
 
 func (p *emulatorProc) command(c string) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return "", errors.New("emulator child not running")
-	}
-	if _, err := fmt.Fprintln(p.in, c); err != nil {
-		return "", err
-	}
-	if !p.out.Scan() {
-		return "", fmt.Errorf("emulator child gone: %v", p.out.Err())
-	}
-	reply := p.out.Text()
-	if !strings.HasPrefix(reply, "ok") {
-		return "", fmt.Errorf("emulator: %s: %s", c, reply)
-	}
-	return strings.TrimSpace(strings.TrimPrefix(reply, "ok")), nil
+	return p.c.command(c)
 }
 
-// namespaceConnStr is the current child's connection string (no hub).
+// namespaceConnStr is the current child's connection string (no hub),
+// naming the address contenders dial.
 func (p *emulatorProc) namespaceConnStr() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.connStr
+	return strings.Replace(p.connStr, "sb://"+p.addr, "sb://"+p.dialed, 1)
 }
 
 // hubConnStr is the current child's connection string for hub.
@@ -178,15 +161,6 @@ func (p *emulatorProc) forceClose() (int, error) {
 func (p *emulatorProc) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.stopLocked()
-}
-
-// stopLocked closes the child's stdin (it exits) and waits for it.
-func (p *emulatorProc) stopLocked() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.in.Close()
-	_ = p.cmd.Wait()
-	p.cmd = nil
+	p.c.stop()
+	p.c = nil
 }

@@ -3,12 +3,15 @@ package runner
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -183,4 +186,23 @@ func oursVersion() string {
 		v += "+changes"
 	}
 	return v
+}
+
+// processCPU is the CPU time (user + system) this process has used so
+// far: getrusage(RUSAGE_SELF). The servers run in other processes, so a
+// difference of two readings around a run is the client's cost alone.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuPerK is CPU time per 1,000 messages, in milliseconds.
+func cpuPerK(cpu time.Duration, msgs float64) float64 {
+	if msgs == 0 {
+		return math.NaN()
+	}
+	return float64(cpu) / float64(time.Millisecond) / msgs * 1000
 }

@@ -39,9 +39,18 @@ const (
 
 // rabbitEnv is what rabbit-family contenders connect to.
 type rabbitEnv struct {
-	url   string // direct to the node
-	addr  string // the node's host:port
-	admin *amqp.Connection
+	url     string // direct to the node
+	addr    string // the node's host:port
+	admin   *amqp.Connection
+	through string // the URL the publish and end-to-end runs dial instead of url ("": url); scenario 8's latency proxy
+}
+
+// dialURL is the URL the publish and end-to-end runs open contenders on.
+func (e *rabbitEnv) dialURL() string {
+	if e.through != "" {
+		return e.through
+	}
+	return e.url
 }
 
 // declareSink makes topic publishable without consumers.

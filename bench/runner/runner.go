@@ -54,15 +54,18 @@ type params struct {
 	scaleN     int           // idle instances
 	settle     time.Duration // pause before each GC when measuring memory
 	idle       time.Duration // how long the scale instances idle before they are measured
+	// distanceRounds is scenario 8's number of rounds: each of its runs
+	// takes longer at a distance, and it runs every workload twice.
+	distanceRounds int
 }
 
 func paramsFor(o Options) params {
-	p := params{rounds: 7, settle: 200 * time.Millisecond, publishFor: time.Second, e2eFor: 1500 * time.Millisecond, pings: 100, receiveN: 30000, isoCycles: 100, scaleN: 1000, idle: 3 * time.Second}
+	p := params{rounds: 7, settle: 200 * time.Millisecond, publishFor: time.Second, e2eFor: 1500 * time.Millisecond, pings: 100, receiveN: 30000, isoCycles: 100, scaleN: 1000, idle: 3 * time.Second, distanceRounds: 5}
 	if o.Smoke {
-		p = params{rounds: 1, settle: 20 * time.Millisecond, publishFor: 150 * time.Millisecond, e2eFor: 200 * time.Millisecond, pings: 5, receiveN: 500, isoCycles: 3, scaleN: 5, idle: 1500 * time.Millisecond}
+		p = params{rounds: 1, settle: 20 * time.Millisecond, publishFor: 150 * time.Millisecond, e2eFor: 200 * time.Millisecond, pings: 5, receiveN: 500, isoCycles: 3, scaleN: 5, idle: 1500 * time.Millisecond, distanceRounds: 1}
 	}
 	if o.Rounds > 0 {
-		p.rounds = o.Rounds
+		p.rounds, p.distanceRounds = o.Rounds, min(o.Rounds, p.distanceRounds)
 	}
 	return p
 }
@@ -190,6 +193,7 @@ func Run(ctx context.Context, o Options) error {
 		{"4", "isolation", b.scenarioIsolation},
 		{"5", "scale", b.scenarioScale},
 		{"7", "telemetry overhead", b.scenarioTelemetry},
+		{"8", "at a distance", b.scenarioDistance},
 	}
 	only := map[string]bool{}
 	for _, n := range strings.Split(o.Scenarios, ",") {

@@ -107,6 +107,8 @@ func (b *bench) scenarioPublish(ctx context.Context) error {
 			}
 			f := newFigure("1", fmt.Sprintf("publish-%s-%s", famID(fam), sh.id),
 				fmt.Sprintf("%s: confirmed publish throughput, %s", fam, sh), "msg/s", true, fam, cs[0], cs)
+			cpuF := newFigure("6", fmt.Sprintf("cpu-%s-%s", famID(fam), sh.id), fmt.Sprintf("%s: client CPU time per 1,000 published messages, %s", fam, sh), "ms/1k msg", false, fam, cs[0], cs)
+			cpuF.chart = sh.id == "1k-single"
 			var allocs, bytesF *figure
 			if sh.size == 1<<10 {
 				allocs = newFigure("6", fmt.Sprintf("allocs-%s-%s", famID(fam), sh.id), fmt.Sprintf("%s: allocations per published message, %s", fam, sh), "allocs/msg", false, fam, cs[0], cs)
@@ -123,13 +125,14 @@ func (b *bench) scenarioPublish(ctx context.Context) error {
 						continue
 					}
 					f.add(c, r, res.rate)
+					cpuF.add(c, r, res.cpu)
 					if allocs != nil {
 						allocs.add(c, r, res.allocs)
 						bytesF.add(c, r, res.bytes)
 					}
 				}
 			}
-			b.figs = append(b.figs, f)
+			b.figs = append(b.figs, f, cpuF)
 			if allocs != nil {
 				b.figs = append(b.figs, allocs, bytesF)
 			}
@@ -149,7 +152,7 @@ func without(cs []*contender, key string) []*contender {
 	return out
 }
 
-type publishResult struct{ rate, allocs, bytes float64 }
+type publishResult struct{ rate, allocs, bytes, cpu float64 }
 
 func (b *bench) publishRun(ctx context.Context, c *contender, sh pubShape) (publishResult, error) {
 	topic := b.topicName("pub", c)
@@ -157,7 +160,7 @@ func (b *bench) publishRun(ctx context.Context, c *contender, sh pubShape) (publ
 		return publishResult{}, err
 	}
 	defer b.cleanup(c, topic)
-	cl, err := c.open(ctx, b.env.url)
+	cl, err := c.open(ctx, b.env.dialURL())
 	if err != nil {
 		return publishResult{}, err
 	}
@@ -175,6 +178,7 @@ func (b *bench) publishRun(ctx context.Context, c *contender, sh pubShape) (publ
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
+	cpu0 := processCPU()
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	errs := make([]error, sh.callers)
@@ -192,6 +196,7 @@ func (b *bench) publishRun(ctx context.Context, c *contender, sh pubShape) (publ
 	}
 	wg.Wait()
 	elapsed := time.Since(begin)
+	cpu := processCPU() - cpu0
 	runtime.ReadMemStats(&m1)
 	if err := errors.Join(errs...); err != nil {
 		return publishResult{}, err
@@ -201,6 +206,7 @@ func (b *bench) publishRun(ctx context.Context, c *contender, sh pubShape) (publ
 		rate:   total / elapsed.Seconds(),
 		allocs: float64(m1.Mallocs-m0.Mallocs) / total,
 		bytes:  float64(m1.TotalAlloc-m0.TotalAlloc) / total,
+		cpu:    cpuPerK(cpu, total),
 	}, nil
 }
 
@@ -222,19 +228,21 @@ func (b *bench) scenarioEndToEnd(ctx context.Context) error {
 		thr := newFigure("2", "e2e-"+famID(fam), fmt.Sprintf("%s: end-to-end throughput (publish + consume + ack), 1 KiB", fam), "msg/s", true, fam, cs[0], cs)
 		p50 := newFigure("2", "latency-p50-"+famID(fam), fmt.Sprintf("%s: end-to-end latency p50, one message at a time", fam), "ms", false, fam, cs[0], cs)
 		p99 := newFigure("2", "latency-p99-"+famID(fam), fmt.Sprintf("%s: end-to-end latency p99, one message at a time", fam), "ms", false, fam, cs[0], cs)
-		p50.chart = false
+		cpuE2E := newFigure("6", "cpu-e2e-"+famID(fam), fmt.Sprintf("%s: client CPU time per 1,000 messages end to end (publish + consume + ack)", fam), "ms/1k msg", false, fam, cs[0], cs)
+		p50.chart, cpuE2E.chart = false, false
 		var recv *figure
 		if fam == famEventHubs {
 			recv = newFigure("2", "receive-"+famID(fam), fmt.Sprintf("%s: receive throughput, draining %d pre-filled 1 KiB events", fam, b.p.receiveN), "msg/s", true, fam, cs[0], cs)
 		}
 		for r := range b.p.rounds {
 			for _, c := range rotate(b.runnable(cs), r) {
-				res, err := b.e2eRun(ctx, c)
+				res, err := b.e2eRun(ctx, c, b.p.pings)
 				if err != nil {
 					b.logf("  %s e2e round %d: %v", c.key, r, err)
 					thr.fail(c, err)
 				} else {
 					thr.add(c, r, res.rate)
+					cpuE2E.add(c, r, res.cpu)
 					p50.add(c, r, res.p50)
 					p99.add(c, r, res.p99)
 				}
@@ -250,7 +258,7 @@ func (b *bench) scenarioEndToEnd(ctx context.Context) error {
 				recv.add(c, r, rate)
 			}
 		}
-		b.figs = append(b.figs, thr, p50, p99)
+		b.figs = append(b.figs, thr, p50, p99, cpuE2E)
 		if recv != nil {
 			b.figs = append(b.figs, recv)
 		}
@@ -309,9 +317,9 @@ func (b *bench) receiveRun(ctx context.Context, c *contender) (float64, error) {
 	}
 }
 
-type e2eResult struct{ rate, p50, p99 float64 }
+type e2eResult struct{ rate, p50, p99, cpu float64 }
 
-func (b *bench) e2eRun(ctx context.Context, c *contender) (e2eResult, error) {
+func (b *bench) e2eRun(ctx context.Context, c *contender, samples int) (e2eResult, error) {
 	topic := b.topicName("e2e", c)
 	if c.family == famEventHubs {
 		if err := b.freshHub(topic); err != nil {
@@ -321,7 +329,7 @@ func (b *bench) e2eRun(ctx context.Context, c *contender) (e2eResult, error) {
 	defer b.cleanup(c, topic)
 	ctx, cancel := context.WithTimeout(ctx, b.p.e2eFor+20*time.Second)
 	defer cancel()
-	cl, err := c.open(ctx, b.env.url)
+	cl, err := c.open(ctx, b.env.dialURL())
 	if err != nil {
 		return e2eResult{}, err
 	}
@@ -357,6 +365,7 @@ func (b *bench) e2eRun(ctx context.Context, c *contender) (e2eResult, error) {
 		bodies[i] = bulk
 	}
 	begin := time.Now()
+	cpu0 := processCPU()
 	sent := int64(0)
 	for time.Since(begin) < b.p.e2eFor {
 		for sent-received.Load() > e2eWindow-int64(len(bodies)) {
@@ -380,10 +389,11 @@ func (b *bench) e2eRun(ctx context.Context, c *contender) (e2eResult, error) {
 			return e2eResult{}, fmt.Errorf("received %d of %d: %w", received.Load(), sent, ctx.Err())
 		}
 	}
-	res := e2eResult{rate: float64(received.Load()) / time.Since(begin).Seconds()}
+	res := e2eResult{rate: float64(received.Load()) / time.Since(begin).Seconds(),
+		cpu: cpuPerK(processCPU()-cpu0, float64(received.Load()))}
 
 	var lat []float64
-	for range b.p.pings {
+	for range samples {
 		ping := payload(e2eSize)
 		ping[0] = kindPing
 		binary.BigEndian.PutUint64(ping[1:9], uint64(time.Now().UnixNano()))
@@ -510,8 +520,15 @@ func (b *bench) scenarioIsolation(ctx context.Context) error {
 		alone := newFigure("4", "isolation-alone-"+famID(fam), fmt.Sprintf("%s: B's p99 publish latency alone", fam), "ms", false, fam, nil, cs)
 		loaded := newFigure("4", "isolation-loaded-"+famID(fam), fmt.Sprintf("%s: B's p99 publish latency while A cycles", fam), "ms", false, fam, nil, cs)
 		alone.chart, loaded.chart = false, false
+		openCPU := newFigure("4", "opencpu-"+famID(fam), fmt.Sprintf("%s: client CPU time from open to the first confirmed publish", fam), "ms", false, fam, cs[0], cs)
 		for r := range b.p.rounds {
 			for _, c := range rotate(b.runnable(cs), r) {
+				if v, err := b.openCostRun(ctx, c); err != nil {
+					b.logf("  %s open cost round %d: %v", c.key, r, err)
+					openCPU.fail(c, err)
+				} else {
+					openCPU.add(c, r, v)
+				}
 				a, l, err := b.isolationRun(ctx, c)
 				if err != nil {
 					b.logf("  %s isolation round %d: %v", c.key, r, err)
@@ -523,9 +540,41 @@ func (b *bench) scenarioIsolation(ctx context.Context) error {
 				loaded.add(c, r, l)
 			}
 		}
-		b.figs = append(b.figs, f, alone, loaded)
+		b.figs = append(b.figs, f, alone, loaded, openCPU)
 	}
 	return nil
+}
+
+// openCycles is how many instances openCostRun opens, one at a time.
+const openCycles = 20
+
+// openCostRun returns the client CPU time (ms) of opening an instance of
+// c and publishing one confirmed message, averaged over openCycles
+// instances opened one after the other; each is closed after its
+// reading, outside it.
+func (b *bench) openCostRun(ctx context.Context, c *contender) (float64, error) {
+	topic := b.topicName("open", c)
+	if err := b.prepare(c, topic); err != nil {
+		return 0, err
+	}
+	defer b.cleanup(c, topic)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	one := [][]byte{payload(1 << 10)}
+	var total time.Duration
+	for range openCycles {
+		cpu0 := processCPU()
+		cl, err := c.open(ctx, b.env.url)
+		if err != nil {
+			return 0, err
+		}
+		err = cl.publish(ctx, topic, one)
+		total += processCPU() - cpu0
+		if err = errors.Join(err, cl.close(ctx)); err != nil {
+			return 0, err
+		}
+	}
+	return ms(total) / openCycles, nil
 }
 
 // isolationRun returns B's p99 single-message publish latency (ms) alone

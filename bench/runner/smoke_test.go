@@ -13,7 +13,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	MaybeEmulatorChild()
+	MaybeChild()
 	os.Exit(m.Run())
 }
 

@@ -16,7 +16,8 @@ type figure struct {
 	ref          *contender // ratios are against it (same round); nil: no ratios
 	rows         []*row
 	chart        bool
-	target       float64 // > 0: drawn as a dashed line in the chart
+	target       float64   // > 0: drawn as a dashed line in the chart
+	line         *lineSpec // non-nil: a line chart over other figures (distance.go), its rows the lines
 }
 
 type row struct {

@@ -121,7 +121,7 @@ func (b *bench) scenarioTelemetry(ctx context.Context) error {
 					}
 					pubFigs[i].add(c, r, res.rate)
 				}
-				res, err := b.e2eRun(ctx, c)
+				res, err := b.e2eRun(ctx, c, b.p.pings)
 				if err != nil {
 					b.logf("  %s telemetry e2e round %d: %v", c.key, r, err)
 					e2e.fail(c, err)

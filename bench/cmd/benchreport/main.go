@@ -17,7 +17,7 @@ import (
 )
 
 func main() {
-	runner.MaybeEmulatorChild()
+	runner.MaybeChild()
 	out := flag.String("out", "../docs", "directory for BENCHMARKS.md (charts go to OUT/bench)")
 	smoke := flag.Bool("smoke", false, "seconds-long smoke run: proves the runner works, numbers mean nothing")
 	rounds := flag.Int("rounds", 0, "interleaved rounds per scenario (0: default)")
