@@ -42,6 +42,20 @@ const (
 	// nearly all of the throughput while bounding what a call cut short
 	// leaves in flight; raise it for high-latency links.
 	DefaultPublishWindow = 512
+	// PrefetchRate is the delivery rate, in messages per second per
+	// subscription, that the default prefetch keeps up across one round
+	// trip to the server: a consumer that acknowledges a message gets the
+	// next one a round trip later, so a prefetch below rate × round trip
+	// caps the subscription below rate however fast its handlers are.
+	// Without broker.Prefetch, Subscribe (and every resumption after a
+	// reconnect) measures the round trip of its basic.qos and sets the
+	// prefetch to max(2 × Concurrency, 16, PrefetchRate × round trip), at
+	// most MaxAutoPrefetch: 16 on loopback, 40 at 2 ms, 400 at 20 ms.
+	PrefetchRate = 20000
+	// MaxAutoPrefetch caps the prefetch chosen from the round trip (not
+	// an explicit broker.Prefetch): every prefetched message of a quorum
+	// queue counts as a failed delivery when its consumer is lost.
+	MaxAutoPrefetch = 1000
 	// DefaultMaxMessageSize matches RabbitMQ's default max_message_size
 	// (128 MiB).
 	DefaultMaxMessageSize = 128 << 20

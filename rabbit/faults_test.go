@@ -73,6 +73,17 @@ func (f *faultProxy) stall(t testing.TB) {
 	}
 }
 
+// latency delays all data through the proxy by d in each direction.
+func (f *faultProxy) latency(t testing.TB, d time.Duration) {
+	t.Helper()
+	for _, dir := range []string{"upstream", "downstream"} {
+		js := fmt.Sprintf(`{"name":"latency-%s","type":"latency","stream":"%s","toxicity":1,"attributes":{"latency":%d}}`, dir, dir, d.Milliseconds())
+		if _, err := f.p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			t.Fatalf("add toxic: %v", err)
+		}
+	}
+}
+
 // TestCutConnections: the proxy drops the connections 20 times while 10,000
 // messages are published with confirms and consumed. Every message Publish
 // confirmed is consumed at least once; duplicates are counted.

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/brokertest"
+	"github.com/isobroker/broker/rabbit"
 )
 
 // TestPrefetchBoundsUnacked: with Prefetch(3) and more handler workers
@@ -82,5 +85,102 @@ func TestPrefetchBoundsUnacked(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDefaultPrefetchCoversTheRoundTrip: without broker.Prefetch the
+// subscription sizes its prefetch to the round trip it measures to the
+// server, so that a consumer 10 ms away (each way) is not starved by a
+// prefetch chosen for loopback: it holds at least rabbit.PrefetchRate ×
+// 20 ms messages, and no more than rabbit.MaxAutoPrefetch. An explicit
+// Prefetch is kept as given at any distance, and the default never goes
+// below max(2 × Concurrency, 16).
+func TestDefaultPrefetchCoversTheRoundTrip(t *testing.T) {
+	url := shared.URL(t)
+	leakCheck(t, ignoreToxiproxy...)
+	px := newFaultProxy(t, url)
+	px.latency(t, 10*time.Millisecond)
+	const total = 1500
+	for _, tc := range []struct {
+		name     string
+		url      string
+		opts     []broker.SubscribeOption
+		min, max int
+	}{
+		{"default far", px.url, nil, int(rabbit.PrefetchRate * 20 / 1000), rabbit.MaxAutoPrefetch},
+		{"explicit far", px.url, []broker.SubscribeOption{broker.Prefetch(5)}, 5, 5},
+		{"default near", url, []broker.SubscribeOption{broker.Concurrency(12)}, 24, rabbit.MaxAutoPrefetch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxFor(t, 90*time.Second)
+			b := open(t, tc.url)
+			topic := brokertest.RandomName("autoprefetch")
+			group := brokertest.RandomName("g")
+			release := make(chan struct{})
+			sub, err := b.Subscribe(ctx, topic, func(ctx context.Context, _ *broker.Delivery) error {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil
+			}, append([]broker.SubscribeOption{broker.Group(group)}, tc.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				close(release)
+				_ = sub.Close(context.Background())
+			})
+			msgs := make([]*broker.Message, 100)
+			for i := range msgs {
+				msgs[i] = &broker.Message{Body: []byte("x")}
+			}
+			for range total / len(msgs) {
+				if err := b.Publish(ctx, topic, msgs...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The handlers hold every message they get: what the server
+			// has handed out is what the prefetch allowed.
+			held := heldBy(t, ctx, url, topic+"."+group, total, tc.min)
+			if held < tc.min || held > tc.max {
+				t.Errorf("the subscription holds %d unacknowledged messages, want %d to %d", held, tc.min, tc.max)
+			}
+		})
+	}
+}
+
+// heldBy waits until queue's unacknowledged messages (total published
+// minus those ready) reach atLeast, or stop changing for half a second,
+// and returns them.
+func heldBy(t *testing.T, ctx context.Context, url, queue string, total, atLeast int) int {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, since := -1, time.Now()
+	for {
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := total - q.Messages
+		if held != last {
+			last, since = held, time.Now()
+		}
+		if (held >= atLeast && time.Since(since) > 200*time.Millisecond) || time.Since(since) > 500*time.Millisecond {
+			return held
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("queue %s: %v (held %d)", queue, ctx.Err(), held)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,9 @@ type subscription struct {
 	cfg   broker.SubscribeConfig
 	plan  queuePlan
 	h     broker.Handler
+	// autoPrefetch: the caller set no broker.Prefetch, so cfg.Prefetch is
+	// the floor of one sized to the round trip (PrefetchRate).
+	autoPrefetch bool
 
 	// streamSeen is the highest stream offset a worker took (−1: none):
 	// a re-established stream consumer resumes after it.
@@ -53,8 +57,9 @@ type subscription struct {
 // (or QueueName) shared by the group's members, a quorum queue unless
 // QueueType says otherwise; without a group an exclusive auto-delete
 // server-named classic queue — binds it with "#" (or BindingKeys), sets
-// the prefetch (basic.qos; default 2 × Concurrency, at least 16) and
-// starts Concurrency handler workers. It returns once the consumer is
+// the prefetch (basic.qos; by default sized to the round trip to the
+// server, see PrefetchRate: max(2 × Concurrency, 16) on loopback, more at
+// a distance) and starts Concurrency handler workers. It returns once the consumer is
 // registered, or with an error when ctx ends first.
 //
 // Handlers returning nil ack the message. A handler error (or panic) is a
@@ -108,6 +113,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
+	autoPrefetch := cfg.Prefetch == 0
 	cfg.Prefetch = driver.PrefetchOr(cfg, max(2*cfg.Concurrency, 16))
 	if err := checkName("topic (exchange name)", topic); err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe: %w", err)
@@ -170,8 +176,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	s := &subscription{
 		Subscription: driver.NewSubscription(ctx, "rabbit", topic, log),
 		b:            b, topic: topic, queue: queue, keys: keys, cfg: cfg, plan: plan, h: h,
-		log:         log,
-		established: make(chan error, 1),
+		autoPrefetch: autoPrefetch,
+		log:          log,
+		established:  make(chan error, 1),
 	}
 	s.streamSeen.Store(-1)
 	s.Instrument(b.ins, cfg.Group)
@@ -268,8 +275,9 @@ func (s *subscription) consume(sess *session, first bool) (established bool, err
 			}
 		}
 	}()
-	if err := ch.Qos(s.cfg.Prefetch, 0, false); err != nil {
-		return false, wireError("rabbit: set prefetch", err)
+	prefetch, err := s.setPrefetch(ch)
+	if err != nil {
+		return false, err
 	}
 	if err := ch.ExchangeDeclare(s.topic, "topic", true, false, false, false, nil); err != nil {
 		return false, wireError(fmt.Sprintf("rabbit: declare exchange %q", s.topic), err)
@@ -324,7 +332,7 @@ func (s *subscription) consume(sess *session, first bool) (established bool, err
 	if first {
 		s.established <- nil
 	}
-	s.log.Info("rabbit: consumer started", "queue", q.Name, "prefetch", s.cfg.Prefetch,
+	s.log.Info("rabbit: consumer started", "queue", q.Name, "prefetch", prefetch,
 		"concurrency", s.cfg.Concurrency, "gen", sess.gen, "took", time.Since(begin).Round(time.Millisecond))
 
 	var wg sync.WaitGroup
@@ -428,6 +436,36 @@ func (s *subscription) message(d *amqp.Delivery) (*broker.Message, int) {
 	}
 	m.Metadata.DeliveryCount = failed
 	return m, failed
+}
+
+// setPrefetch sets the consumer channel's prefetch and returns it: the
+// subscription's Prefetch, or, without an explicit one, that floor raised
+// to PrefetchRate × the round trip of the basic.qos that set it (at most
+// MaxAutoPrefetch), in a second basic.qos.
+func (s *subscription) setPrefetch(ch *amqp.Channel) (int, error) {
+	began := time.Now()
+	if err := ch.Qos(s.cfg.Prefetch, 0, false); err != nil {
+		return 0, wireError("rabbit: set prefetch", err)
+	}
+	if !s.autoPrefetch {
+		return s.cfg.Prefetch, nil
+	}
+	n := prefetchFor(s.cfg.Prefetch, time.Since(began))
+	if n == s.cfg.Prefetch {
+		return n, nil
+	}
+	if err := ch.Qos(n, 0, false); err != nil {
+		return 0, wireError("rabbit: set prefetch", err)
+	}
+	return n, nil
+}
+
+// prefetchFor is the prefetch that keeps PrefetchRate up over a round
+// trip rtt: at least floor, at most MaxAutoPrefetch (or floor, if that is
+// higher).
+func prefetchFor(floor int, rtt time.Duration) int {
+	n := int(math.Ceil(rtt.Seconds() * PrefetchRate))
+	return max(floor, min(n, MaxAutoPrefetch))
 }
 
 func headerString(v any) string {

@@ -173,7 +173,9 @@ func (c *rawClient) subscribe(ctx context.Context, topic string, fn func([]byte)
 	q := topic + "." + benchGroup
 	err = ch.ExchangeDeclare(topic, "topic", true, false, false, false, nil)
 	if err == nil {
-		_, err = ch.QueueDeclare(q, true, false, false, false, nil)
+		// The queue type isobroker/rabbit declares for a group, so
+		// that both clients make the server do the same work.
+		_, err = ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": "quorum"})
 	}
 	if err == nil {
 		err = ch.QueueBind(q, "#", topic, false, nil)
