@@ -99,7 +99,8 @@ func purge(b *testing.B, ch *amqp.Channel, queue string) {
 // BenchmarkPublishConfirmed: 1 KiB persistent messages, confirmed, vs raw
 // amqp091-go with pipelined confirms on one channel, allowed as many
 // unconfirmed messages in flight as the adapter's callers can have:
-//   - concurrent-64: 64 goroutines, one message per Publish call (raw window 64);
+//   - concurrent-16: 16 goroutines, one message per Publish call (raw window 16);
+//   - concurrent-64: 64 goroutines (raw window 64);
 //   - concurrent-512: 512 goroutines (raw window 512);
 //   - batch-100: 4 goroutines publishing 100 messages per call (raw window 400).
 func BenchmarkPublishConfirmed(b *testing.B) {
@@ -162,6 +163,7 @@ func BenchmarkPublishConfirmed(b *testing.B) {
 		b.ReportMetric(ours, "msg/s")
 		b.ReportMetric(ours/raw, "ratio")
 	}
+	b.Run("concurrent-16", func(b *testing.B) { b.ReportAllocs(); run(b, 16, 1) })
 	b.Run("concurrent-64", func(b *testing.B) { b.ReportAllocs(); run(b, 64, 1) })
 	b.Run("concurrent-512", func(b *testing.B) { b.ReportAllocs(); run(b, 512, 1) })
 	b.Run("batch-100", func(b *testing.B) { b.ReportAllocs(); run(b, 4, 100) })

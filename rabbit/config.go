@@ -31,8 +31,8 @@ const (
 	// DefaultHeartbeat is the AMQP heartbeat interval requested from the
 	// server; a silent peer is detected after three intervals.
 	DefaultHeartbeat = 10 * time.Second
-	// DefaultPublishChannels is the size of the confirm-mode channel pool
-	// publishes are spread over.
+	// DefaultPublishChannels is the most confirm-mode channels publishes
+	// are spread over (see Config.PublishChannels).
 	DefaultPublishChannels = 4
 	// DefaultPublishWindow bounds, per publishing channel, the messages
 	// written but not yet confirmed. Measured with one caller publishing
@@ -113,8 +113,11 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Heartbeat is the requested heartbeat interval (DefaultHeartbeat).
 	Heartbeat time.Duration
-	// PublishChannels is the size of the publishing channel pool
-	// (DefaultPublishChannels).
+	// PublishChannels is the most channels the publishing pool opens
+	// (DefaultPublishChannels). One is opened with the connection; another
+	// each time a Publish finds the writer of the channel it picked busy
+	// with another call, until there are PublishChannels: callers that
+	// publish one at a time hold one channel.
 	PublishChannels int
 	// PublishWindow is how many messages one publishing channel may have
 	// written and not yet confirmed (DefaultPublishWindow). A Publish

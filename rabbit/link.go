@@ -344,9 +344,11 @@ type session struct {
 	unblocked chan struct{} // closed when blocked becomes false
 
 	// publish role
-	pool []atomic.Pointer[pubChannel]
-	rr   atomic.Uint32
-	topo chan topoReq
+	pool   []atomic.Pointer[pubChannel] // PublishChannels slots; the first `opened` are open (or being replaced)
+	opened atomic.Int32
+	grow   chan struct{} // wantChannel → topology goroutine
+	rr     atomic.Uint32
+	topo   chan topoReq
 
 	declMu   sync.Mutex
 	declared map[string]struct{}
@@ -648,6 +650,8 @@ func (s *session) topology() {
 		select {
 		case <-s.dead:
 			return
+		case <-s.grow:
+			s.growPool()
 		case req := <-s.topo:
 			var err error
 			if ch == nil || ch.IsClosed() {

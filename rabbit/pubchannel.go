@@ -47,7 +47,11 @@ import (
 // stampPrefix starts the app-id that carries a publish's return stamp.
 const stampPrefix = "isobroker/"
 
-func stampAppID(stamp int64) string { return stampPrefix + strconv.FormatInt(stamp, 10) }
+// stampAppID is the app-id of stamp, built in one allocation.
+func stampAppID(stamp int64) string {
+	var b [len(stampPrefix) + 20]byte
+	return string(strconv.AppendInt(append(b[:0], stampPrefix...), stamp, 10))
+}
 
 // pubChannel is one confirm-mode channel of the publishing pool: a writer
 // goroutine that alone publishes on it, and a watcher of its close
@@ -106,21 +110,56 @@ func (s *session) openChannel(id int) (*pubChannel, error) {
 	return pc, nil
 }
 
+// openPool opens the first channel of the publishing pool; the others
+// are opened on demand (grow), so that an instance whose publishes come
+// one at a time holds one channel and its two goroutines.
 func (s *session) openPool(ctx context.Context) error {
 	s.pool = make([]atomic.Pointer[pubChannel], s.l.b.cfg.PublishChannels)
-	for i := range s.pool {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		pc, err := s.openChannel(i)
-		if err != nil {
-			return err
-		}
-		s.pool[i].Store(pc)
+	s.grow = make(chan struct{}, 1)
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	s.l.log.Debug("rabbit: publishing channels open in confirm mode", "host", s.ep.redacted,
-		"channels", len(s.pool), "window", s.l.b.cfg.PublishWindow)
+	pc, err := s.openChannel(0)
+	if err != nil {
+		return err
+	}
+	s.pool[0].Store(pc)
+	s.opened.Store(1)
+	s.l.log.Debug("rabbit: publishing channel open in confirm mode", "host", s.ep.redacted,
+		"pool", len(s.pool), "window", s.l.b.cfg.PublishWindow)
 	return nil
+}
+
+// wantChannel asks for one more channel of the pool, when some are not
+// open yet: a Publish found the writer of the channel it picked busy. The
+// topology goroutine opens it (growPool); asking again while it does is
+// one request.
+func (s *session) wantChannel() {
+	if int(s.opened.Load()) >= len(s.pool) {
+		return
+	}
+	select {
+	case s.grow <- struct{}{}:
+	default:
+	}
+}
+
+// growPool opens the next channel of the pool (on the topology
+// goroutine). A failure is logged and leaves the pool as it is: the next
+// busy writer asks again, and a dead connection is the supervisor's.
+func (s *session) growPool() {
+	id := int(s.opened.Load())
+	if id >= len(s.pool) || s.isDead() {
+		return
+	}
+	pc, err := s.openChannel(id)
+	if err != nil {
+		s.l.log.Debug("rabbit: opening another publishing channel failed", "channel", id, "err", err)
+		return
+	}
+	s.pool[id].Store(pc)
+	s.opened.Store(int32(id + 1))
+	s.l.log.Debug("rabbit: publishing channel added", "channel", id, "open", id+1, "pool", len(s.pool))
 }
 
 // pick returns a live channel of the pool, round robin, or nil.

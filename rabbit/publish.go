@@ -354,10 +354,17 @@ func (b *Broker) send(ctx context.Context, topic string, propsSize int, msgs []*
 		bt.startRound(todo)
 		select {
 		case pc.in <- bt:
-		case <-pc.end:
-			continue
-		case <-ctx.Done():
-			return fmt.Errorf("rabbit: publish to %q: %w", topic, s.ctxErr(ctx))
+		default:
+			// Its writer is busy with another call's messages: ask for
+			// another channel of the pool, and wait for this one.
+			s.wantChannel()
+			select {
+			case pc.in <- bt:
+			case <-pc.end:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("rabbit: publish to %q: %w", topic, s.ctxErr(ctx))
+			}
 		}
 		if n, err := bt.settleRound(ctx, pc); err != nil {
 			return fmt.Errorf("rabbit: publish to %q: %d message(s) unconfirmed: %w", topic, n, s.ctxErr(ctx))
