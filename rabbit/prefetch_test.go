@@ -94,7 +94,7 @@ func TestPrefetchBoundsUnacked(t *testing.T) {
 // prefetch chosen for loopback: it holds at least rabbit.PrefetchRate ×
 // 20 ms messages, and no more than rabbit.MaxAutoPrefetch. An explicit
 // Prefetch is kept as given at any distance, and the default never goes
-// below max(2 × Concurrency, 16).
+// below max(2 × Concurrency, rabbit.MinAutoPrefetch).
 func TestDefaultPrefetchCoversTheRoundTrip(t *testing.T) {
 	url := shared.URL(t)
 	leakCheck(t, ignoreToxiproxy...)
@@ -109,7 +109,8 @@ func TestDefaultPrefetchCoversTheRoundTrip(t *testing.T) {
 	}{
 		{"default far", px.url, nil, int(rabbit.PrefetchRate * 20 / 1000), rabbit.MaxAutoPrefetch},
 		{"explicit far", px.url, []broker.SubscribeOption{broker.Prefetch(5)}, 5, 5},
-		{"default near", url, []broker.SubscribeOption{broker.Concurrency(12)}, 24, rabbit.MaxAutoPrefetch},
+		{"default near", url, nil, rabbit.MinAutoPrefetch, rabbit.MaxAutoPrefetch},
+		{"concurrency above the floor", url, []broker.SubscribeOption{broker.Concurrency(100)}, 200, rabbit.MaxAutoPrefetch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := ctxFor(t, 90*time.Second)

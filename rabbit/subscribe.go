@@ -58,8 +58,8 @@ type subscription struct {
 // QueueType says otherwise; without a group an exclusive auto-delete
 // server-named classic queue — binds it with "#" (or BindingKeys), sets
 // the prefetch (basic.qos; by default sized to the round trip to the
-// server, see PrefetchRate: max(2 × Concurrency, 16) on loopback, more at
-// a distance) and starts Concurrency handler workers. It returns once the consumer is
+// server, see PrefetchRate: max(2 × Concurrency, MinAutoPrefetch) on
+// loopback, more at a distance) and starts Concurrency handler workers. It returns once the consumer is
 // registered, or with an error when ctx ends first.
 //
 // Handlers returning nil ack the message. A handler error (or panic) is a
@@ -114,7 +114,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 		return nil, fmt.Errorf("rabbit: subscribe to %q: %w", topic, err)
 	}
 	autoPrefetch := cfg.Prefetch == 0
-	cfg.Prefetch = driver.PrefetchOr(cfg, max(2*cfg.Concurrency, 16))
+	cfg.Prefetch = driver.PrefetchOr(cfg, max(2*cfg.Concurrency, MinAutoPrefetch))
 	if err := checkName("topic (exchange name)", topic); err != nil {
 		return nil, fmt.Errorf("rabbit: subscribe: %w", err)
 	}
