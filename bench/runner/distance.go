@@ -16,7 +16,7 @@ import (
 // distances are the latencies scenario 8 adds in each direction, in
 // milliseconds: a broker in the same region (1 ms each way) and one a
 // region away (10 ms each way).
-var distances = []int{1, 10}
+func distances() []int { return []int{1, 10} }
 
 // distancePings is the number of latency samples per end-to-end run at a
 // distance (each costs several round trips).
@@ -59,7 +59,7 @@ func (b *bench) scenarioDistance(ctx context.Context) error {
 		return err
 	}
 	defer px.stop()
-	for _, ms := range distances {
+	for _, ms := range distances() {
 		rabbitAddr, err := px.open(b.env.addr, ms)
 		if err != nil {
 			return err
@@ -137,7 +137,7 @@ func (b *bench) distanceCharts() {
 	for _, fam := range []family{famRabbit, famEventHubs} {
 		for _, w := range distanceWorkloads(fam) {
 			series := &lineSpec{xs: []float64{0}, figs: []*figure{b.fig(fmt.Sprintf(w.loopback, famID(fam)))}}
-			for _, ms := range distances {
+			for _, ms := range distances() {
 				series.xs = append(series.xs, float64(2*ms))
 				series.figs = append(series.figs, b.fig(distanceFigID(fam, w, ms)))
 			}

@@ -17,7 +17,7 @@ func throughputFigs(fam family) []figRef {
 		out = append(out, figRef{"receive-eventhubs", "receive (draining a pre-filled hub)"})
 	}
 	out = append(out, figRef{"e2e-" + famID(fam), "end to end (publish + consume + ack)"})
-	for _, ms := range distances {
+	for _, ms := range distances() {
 		for _, w := range distanceWorkloads(fam) {
 			out = append(out, figRef{distanceFigID(fam, w, ms), fmt.Sprintf("%s at %d ms each way", w.what, ms)})
 		}
