@@ -59,8 +59,9 @@ type subscription struct {
 // server-named classic queue — binds it with "#" (or BindingKeys), sets
 // the prefetch (basic.qos; by default sized to the round trip to the
 // server, see PrefetchRate: max(2 × Concurrency, MinAutoPrefetch) on
-// loopback, more at a distance) and starts Concurrency handler workers. It returns once the consumer is
-// registered, or with an error when ctx ends first.
+// loopback, more at a distance) and starts Concurrency handler workers.
+// It returns once the consumer is registered, or with an error when ctx
+// ends first.
 //
 // Handlers returning nil ack the message. A handler error (or panic) is a
 // failed delivery: the message is redelivered — at once by a nack with
