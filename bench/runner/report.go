@@ -310,13 +310,19 @@ func ratioOf(f *figure, a, b *contender) pairRatio {
 // ratioTarget is met when the ratio of medians reaches min; it is shaky
 // when the median of the round-by-round ratios says otherwise.
 func ratioTarget(name string, pr pairRatio, min float64, unmeasured, fix string) target {
+	return boundTarget(name, pr, func(r float64) bool { return r >= min }, unmeasured, fix)
+}
+
+// boundTarget is met when ok holds for the ratio of medians; it is shaky
+// when ok does not hold for the median of the round-by-round ratios.
+func boundTarget(name string, pr pairRatio, ok func(float64) bool, unmeasured, fix string) target {
 	t := target{name: name, fix: fix}
 	if pr.rounds.n == 0 {
 		t.measured = unmeasured
 		return t
 	}
-	met := pr.value >= min
-	t.met, t.shaky = &met, met && pr.rounds.median < min
+	met := ok(pr.value)
+	t.met, t.shaky = &met, met && !ok(pr.rounds.median)
 	t.measured = fmt.Sprintf("%.2f× (round by round: median %.2f×, %.2f–%.2f)", pr.value, pr.rounds.median, pr.rounds.min, pr.rounds.max)
 	return t
 }

@@ -29,15 +29,7 @@ func throughputFigs(fam family) []figRef {
 // is at most max; shaky when the median of the round-by-round ratios says
 // otherwise.
 func ratioAtMost(name string, pr pairRatio, max float64, unmeasured, fix string) target {
-	t := target{name: name, fix: fix}
-	if pr.rounds.n == 0 {
-		t.measured = unmeasured
-		return t
-	}
-	met := pr.value <= max
-	t.met, t.shaky = &met, met && pr.rounds.median > max
-	t.measured = fmt.Sprintf("%.2f× (round by round: median %.2f×, %.2f–%.2f)", pr.value, pr.rounds.median, pr.rounds.min, pr.rounds.max)
-	return t
+	return boundTarget(name, pr, func(r float64) bool { return r <= max }, unmeasured, fix)
 }
 
 // costTargets: client CPU time per message against the raw client
