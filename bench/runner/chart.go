@@ -81,20 +81,11 @@ func (b *bench) writeChart(dir string, f *figure) (string, error) {
 	if len(rows) == 0 {
 		return "", nil
 	}
-	p := plot.New()
-	p.Title.Text = f.title
-	p.Title.TextStyle.Font = chartFontOf(11)
 	rounds := fmt.Sprintf("median of %d interleaved rounds, whiskers min–max", maxRounds(f))
 	if f.scenario == "5" {
 		rounds = "one run per contender"
 	}
-	p.X.Label.Text = strings.Join([]string{
-		fmt.Sprintf("%s — %s; %s", f.unit, betterWord(f.higherBetter), rounds),
-		b.mach.chartLines(),
-		b.versionLine(f.family),
-	}, "\n")
-	p.X.Label.TextStyle.Font = chartFontOf(9)
-	p.X.Tick.Label.Font = chartFontOf(9)
+	p := b.newPlot(f, fmt.Sprintf("%s — %s; %s", f.unit, betterWord(f.higherBetter), rounds))
 	p.Y.Tick.Label.Font = chartFontOf(10)
 	p.X.Min = 0
 	p.X.Max = 1.15 * max(slices.Max(sp.hi), f.target) // room for the value labels
@@ -176,6 +167,18 @@ func writeSVG(dir, stem string, p *plot.Plot, h vg.Length) (string, error) {
 		return "", err
 	}
 	return name, nil
+}
+
+// newPlot is a chart of f: its title, and under the x axis what the axis
+// shows (what), the machine and the versions of the family's contenders.
+func (b *bench) newPlot(f *figure, what string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = f.title
+	p.Title.TextStyle.Font = chartFontOf(11)
+	p.X.Label.Text = strings.Join([]string{what, b.mach.chartLines(), b.versionLine(f.family)}, "\n")
+	p.X.Label.TextStyle.Font = chartFontOf(9)
+	p.X.Tick.Label.Font = chartFontOf(9)
+	return p
 }
 
 func maxRounds(f *figure) int {

@@ -65,13 +65,14 @@ func (b *bench) scenarioDistance(ctx context.Context) error {
 			return err
 		}
 		b.env.through = "amqp://guest:guest@" + rabbitAddr + "/"
-		var emuAddr string
+		var emuAddr string // the proxy in front of the current emulator child
 		b.emu.setThrough(func(upstream string) (string, error) {
 			if emuAddr != "" {
 				px.close(emuAddr)
 			}
-			emuAddr, err = px.open(upstream, ms)
-			return emuAddr, err
+			addr, err := px.open(upstream, ms)
+			emuAddr = addr
+			return addr, err
 		})
 		err = b.distanceRounds(ctx, ms)
 		b.env.through = ""
@@ -160,16 +161,7 @@ type lineSpec struct {
 // writeLineChart draws f.line: one line per contender, throughput on a
 // logarithmic axis against round-trip time.
 func (b *bench) writeLineChart(dir string, f *figure) (string, error) {
-	p := plot.New()
-	p.Title.Text = f.title
-	p.Title.TextStyle.Font = chartFontOf(11)
-	p.X.Label.Text = strings.Join([]string{
-		fmt.Sprintf("round-trip time added by the proxy, ms (0: loopback) — %s, median of interleaved rounds; %s", f.unit, betterWord(f.higherBetter)),
-		b.mach.chartLines(),
-		b.versionLine(f.family),
-	}, "\n")
-	p.X.Label.TextStyle.Font = chartFontOf(9)
-	p.X.Tick.Label.Font = chartFontOf(9)
+	p := b.newPlot(f, fmt.Sprintf("round-trip time added by the proxy, ms (0: loopback) — %s, median of interleaved rounds; %s", f.unit, betterWord(f.higherBetter)))
 	p.Y.Tick.Label.Font = chartFontOf(9)
 	p.Y.Label.Text = f.unit
 	p.Y.Label.TextStyle.Font = chartFontOf(9)
