@@ -638,7 +638,11 @@ type topoReq struct {
 }
 
 // topology serializes exchange declarations for publishers on one channel
-// of its own, reopening it after a channel error.
+// of its own, reopening it after a channel error, and opens the
+// publishing pool's further channels when a Publish asks (growPool). Its
+// RPCs, like every channel RPC of amqp091, know no context: a stalled
+// server is cut off by the connection's heartbeat and write deadline, and
+// a caller waiting for a declaration waits by its own ctx.
 func (s *session) topology() {
 	var ch *amqp.Channel
 	defer func() {
