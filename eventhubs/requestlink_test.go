@@ -2,15 +2,19 @@ package eventhubs_test
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/isobroker/broker"
+	"github.com/isobroker/broker/eventhubs"
 	"github.com/isobroker/broker/eventhubs/emulator"
 )
 
 // TestIdleRequestLinksReleased: the $cbs and $management request links
-// are detached about a second after their last call, so an idle broker
+// are detached soon after their last call (after as long as attaching
+// them took, 10 ms to 1 s), so an idle broker
 // holds only its event links; the next call that needs one attaches a
 // new link and works. The connection and the sender stay up throughout.
 func TestIdleRequestLinksReleased(t *testing.T) {
@@ -62,4 +66,70 @@ func TestIdleRequestLinksReleased(t *testing.T) {
 		t.Errorf("state = %v, want connected", st)
 	}
 	_ = b.Close(context.Background())
+}
+
+// slowWrites delays every write on the connections it dials by delay, as
+// a far-away service delays every frame's effect.
+type slowWrites struct{ delay time.Duration }
+
+func (s slowWrites) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return slowConn{Conn: c, delay: s.delay}, nil
+}
+
+type slowConn struct {
+	net.Conn
+	delay time.Duration
+}
+
+func (c slowConn) Write(p []byte) (int, error) {
+	time.Sleep(c.delay)
+	return c.Conn.Write(p)
+}
+
+// TestRequestLinkKeptAsLongAsItsAttach: a request link stays attached
+// without calls for as long as attaching it took, so calls closer together
+// than that share one link: with every frame 100 ms late, an attach (a
+// session begin and two link attaches) takes at least 300 ms, and two
+// management reads 20 ms apart use one link, which is released later
+// with a keep of at least those 300 ms.
+func TestRequestLinkKeptAsLongAsItsAttach(t *testing.T) {
+	const delay = 100 * time.Millisecond
+	e := startEmulator(t, emulator.Config{IdleTimeout: -1})
+	hub := newHub(t, e, 1)
+	logs := &logBuffer{}
+	b := open(t, e, logs, eventhubs.WithDialer(slowWrites{delay: delay}))
+	for i := range 2 {
+		if i > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := b.HubProperties(ctxT(t, 30*time.Second), hub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := logs.count("request link attached", "node=$management"); n != 1 {
+		t.Errorf("$management link attached %d times for two reads 20 ms apart, want 1:\n%s", n, logs)
+	}
+	var line string
+	for deadline := time.Now().Add(20 * time.Second); line == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("$management link not released within 20 s:\n%s", logs)
+		}
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "request link released after idle") && strings.Contains(l, "node=$management") {
+				line = l
+			}
+		}
+	}
+	_, after, _ := strings.Cut(line, " idle=")
+	keep, err := time.ParseDuration(strings.Fields(after)[0])
+	if err != nil {
+		t.Fatalf("no idle duration in %q: %v", line, err)
+	}
+	if keep < 3*delay {
+		t.Errorf("link kept %v after its last call, want at least its attach (3 × %v)", keep, delay)
+	}
 }

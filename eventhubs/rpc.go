@@ -25,7 +25,7 @@ func randomID() string {
 // $management: a sender to the node, a receiver from it whose target is
 // a private reply-to address, and a reader goroutine that routes replies
 // by correlation-id. It lives as long as its session, or until the
-// connection's supervisor retires it after requestLinkIdle without calls.
+// connection's supervisor retires it once no call has used it for keep.
 type rpcLink struct {
 	addr    string
 	replyTo string
@@ -39,6 +39,7 @@ type rpcLink struct {
 	users   int           // calls holding the link (acquire … release)
 	idleAt  time.Time     // when users last dropped to zero
 	retired bool          // released for idleness: takes no new calls
+	keep    time.Duration // how long it stays attached without calls
 	done    chan struct{} // closed when the reader has exited
 	err     error         // why the reader exited; read after done
 }
@@ -47,6 +48,7 @@ type rpcLink struct {
 // request link's slot builds it under the instance's lifetime); the reader
 // runs in wg.
 func newRPCLink(ctx context.Context, conn *amqp.Conn, addr string, wg *tracker) (*rpcLink, error) {
+	start := time.Now()
 	sess, err := conn.NewSession(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -79,6 +81,7 @@ func newRPCLink(ctx context.Context, conn *amqp.Conn, addr string, wg *tracker) 
 		closeSessionAsync(sess, wg)
 		return nil, err
 	}
+	r.keep = keepFor(time.Since(start))
 	wg.Add(1)
 	go r.read(wg)
 	return r, nil
@@ -141,27 +144,37 @@ func (r *rpcLink) release() {
 	}
 }
 
-// idleUntil returns when r will have been idle for idle, and false while
-// a call holds it (or it has already died or been retired).
-func (r *rpcLink) idleUntil(idle time.Duration) (time.Time, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.idleUntilLocked(idle)
+// keepFor is how long a request link that took attach to attach stays
+// attached without calls: as long as attaching another would take, within
+// [requestLinkMinIdle, requestLinkMaxIdle]. Waiting longer than a new
+// attach costs is never worth the link's memory; waiting that long costs a
+// burst of calls at most twice what the best choice in hindsight would.
+func keepFor(attach time.Duration) time.Duration {
+	return min(max(attach, requestLinkMinIdle), requestLinkMaxIdle)
 }
 
-func (r *rpcLink) idleUntilLocked(idle time.Duration) (time.Time, bool) {
+// idleUntil returns when r will have been idle for its keep, and false
+// while a call holds it (or it has already died or been retired).
+func (r *rpcLink) idleUntil() (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.idleUntilLocked()
+}
+
+func (r *rpcLink) idleUntilLocked() (time.Time, bool) {
 	if r.users > 0 || r.dead || r.retired {
 		return time.Time{}, false
 	}
-	return r.idleAt.Add(idle), true
+	return r.idleAt.Add(r.keep), true
 }
 
-// retireIfIdle retires r when no call has held it for idle; it reports
-// whether it did. A retired link takes no new calls: the caller closes it.
-func (r *rpcLink) retireIfIdle(now time.Time, idle time.Duration) bool {
+// retireIfIdle retires r when no call has held it for its keep; it
+// reports whether it did. A retired link takes no new calls: the caller
+// closes it.
+func (r *rpcLink) retireIfIdle(now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if until, ok := r.idleUntilLocked(idle); !ok || now.Before(until) {
+	if until, ok := r.idleUntilLocked(); !ok || now.Before(until) {
 		return false
 	}
 	r.retired = true

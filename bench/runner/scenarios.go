@@ -740,8 +740,8 @@ func (b *bench) scaleRun(ctx context.Context, c *contender) (kibPer, goroutinesP
 	var g1 int
 	if firstErr == nil {
 		// Idle means idle: whatever a client does just after its first
-		// publish (the eventhubs adapter detaches its $cbs link a
-		// second after the last token put) is over before measuring.
+		// publish (the eventhubs adapter detaches its $cbs link
+		// shortly after the last token put) is over before measuring.
 		time.Sleep(b.p.idle)
 		mem1, g1 = settle()
 	}
