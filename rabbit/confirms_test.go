@@ -310,6 +310,39 @@ func TestReturnMatchedByStamp(t *testing.T) {
 	}
 }
 
+// TestReturnsOfAFullWindow: every message a channel's window lets be in
+// flight is returned before any of them is confirmed — the most returns
+// that can wait in amqp091's return queue at once. Each of the window's
+// single-message Publish calls must fail with ErrUnroutable: a return
+// queue too small for them would block amqp091's reader, which drops the
+// return after 5 s, and that message would be reported as confirmed.
+func TestReturnsOfAFullWindow(t *testing.T) {
+	leakCheck(t)
+	const window = 32
+	b, conn, _ := fakeBroker(t, rabbit.WithConfig(func(c *rabbit.Config) { c.PublishWindow = window }))
+	ctx := ctxFor(t, 30*time.Second)
+	dones := make([]<-chan error, window)
+	for i := range dones {
+		dones[i] = publishAsync(ctx, b, "t", &broker.Message{ID: fmt.Sprint(i), Key: "k"})
+	}
+	ps := nextPublishes(t, conn, window)
+	for _, p := range ps {
+		if err := conn.Return(p, 312, "NO_ROUTE"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range ps {
+		if err := conn.Ack(p.Channel, p.Tag, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, done := range dones {
+		if err := <-done; !errors.Is(err, broker.ErrUnroutable) {
+			t.Errorf("Publish of message %d = %v, want ErrUnroutable: its return was lost", i, err)
+		}
+	}
+}
+
 // TestWindowBoundsWrites: with a window of 8 and a server that confirms
 // nothing, a 100-message Publish writes exactly 8 messages, returns by its
 // ctx, and writes nothing after it returned; once the server confirms,

@@ -94,9 +94,14 @@ func (s *session) openChannel(id int) (*pubChannel, error) {
 		retiring: make(chan struct{}),
 		returned: make(map[int64]string),
 	}
-	// Room for a return of every message the window lets be in flight,
-	// and more: amqp091's reader must never wait on this queue.
-	pc.returns = ch.NotifyReturn(make(chan amqp.Return, 2*s.l.b.cfg.PublishWindow+16))
+	// amqp091's reader must never wait on this queue (it drops a return
+	// after 5 s). The writer drains it before every write, with room in
+	// the window, so what can arrive before the next drain are returns of
+	// messages in flight then and of the one write after it: at most
+	// PublishWindow. Each entry is about 250 bytes, all allocated here:
+	// the queue is the largest part of an open's memory, so no more room
+	// than that bound and a small margin.
+	pc.returns = ch.NotifyReturn(make(chan amqp.Return, s.l.b.cfg.PublishWindow+16))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
 	s.l.b.wg.Add(2)
 	go func() {
