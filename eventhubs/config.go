@@ -22,10 +22,24 @@ const (
 	// DefaultConsumerGroup is the consumer group of a Subscribe without
 	// broker.Group.
 	DefaultConsumerGroup = "$Default"
-	// DefaultPrefetch is each partition receiver's link credit when
-	// Subscribe has no broker.Prefetch: the Azure SDK's default, which
-	// keeps a partition streaming without a round trip per event.
+	// DefaultPrefetch is the least link credit of a partition receiver
+	// when Subscribe has no broker.Prefetch (PrefetchRate sizes it to the
+	// round trip): the Azure SDK's default, which keeps a partition
+	// streaming without a round trip per event.
 	DefaultPrefetch = 300
+	// PrefetchRate is the event rate, per partition receiver, that the
+	// default credit keeps up across one round trip to the service: a
+	// receiver has at most its credit in flight, so it reads at most
+	// credit ÷ round trip events a second. Without broker.Prefetch a
+	// receiver's credit is max(DefaultPrefetch, PrefetchRate × the round
+	// trip of its session's begin), at most MaxAutoPrefetch: 300 up to a
+	// 15 ms round trip, 400 at 20 ms, 1000 from 50 ms. The same rule as
+	// the rabbit adapter's default prefetch.
+	PrefetchRate = 20000
+	// MaxAutoPrefetch caps the credit chosen from the round trip (not an
+	// explicit broker.Prefetch): every credit is an event a partition's
+	// receiver may hold in memory.
+	MaxAutoPrefetch = 1000
 	// DefaultMaxMessageSize is the link max-message-size assumed before the
 	// first sender link reports the real one (the Standard tier's 1 MiB).
 	DefaultMaxMessageSize = 1 << 20

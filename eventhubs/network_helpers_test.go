@@ -1,6 +1,7 @@
 package eventhubs_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -226,3 +227,25 @@ func portOf(t testing.TB, addr string) string {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// slowWrites delays every write on the connections it dials by delay, as
+// a far-away service delays every frame's effect.
+type slowWrites struct{ delay time.Duration }
+
+func (s slowWrites) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return slowConn{Conn: c, delay: s.delay}, nil
+}
+
+type slowConn struct {
+	net.Conn
+	delay time.Duration
+}
+
+func (c slowConn) Write(p []byte) (int, error) {
+	time.Sleep(c.delay)
+	return c.Conn.Write(p)
+}

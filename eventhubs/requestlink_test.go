@@ -2,7 +2,6 @@ package eventhubs_test
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -66,28 +65,6 @@ func TestIdleRequestLinksReleased(t *testing.T) {
 		t.Errorf("state = %v, want connected", st)
 	}
 	_ = b.Close(context.Background())
-}
-
-// slowWrites delays every write on the connections it dials by delay, as
-// a far-away service delays every frame's effect.
-type slowWrites struct{ delay time.Duration }
-
-func (s slowWrites) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return slowConn{Conn: c, delay: s.delay}, nil
-}
-
-type slowConn struct {
-	net.Conn
-	delay time.Duration
-}
-
-func (c slowConn) Write(p []byte) (int, error) {
-	time.Sleep(c.delay)
-	return c.Conn.Write(p)
 }
 
 // TestRequestLinkKeptAsLongAsItsAttach: a request link stays attached

@@ -65,7 +65,9 @@ const (
 // the group must exist) and hands the events to h: in order within a
 // partition, one at a time per partition, and up to
 // broker.Concurrency handler calls at once across partitions.
-// broker.Prefetch is each receiver link's credit (default DefaultPrefetch).
+// broker.Prefetch is each receiver link's credit; without it the credit is
+// sized to the round trip (DefaultPrefetch on a nearby service, more at a
+// distance: see PrefetchRate).
 //
 // Start positions (broker.StartAt): latest (default: events enqueued
 // after Subscribe returns), earliest, an offset, a sequence number or an
@@ -124,8 +126,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler, 
 	if err != nil {
 		return nil, fmt.Errorf("eventhubs: subscribe to %q: %w", topic, err)
 	}
+	autoPrefetch := cfg.Prefetch == 0
 	cfg.Prefetch = driver.PrefetchOr(cfg, DefaultPrefetch)
-	s := &subscription{b: b, hub: topic, cfg: cfg, h: h, group: cfg.Group}
+	s := &subscription{b: b, hub: topic, cfg: cfg, h: h, group: cfg.Group, autoPrefetch: autoPrefetch}
 	if s.group == "" {
 		s.group = DefaultConsumerGroup
 	}
@@ -248,15 +251,18 @@ type subscription struct {
 	hub, group string
 	cfg        broker.SubscribeConfig
 	h          broker.Handler
-	epoch      *int64
-	only       []string
-	onLost     OnOwnershipLost
-	limit      int    // deliveries of an event before it is dead-lettered (0: no limit)
-	deadTopic  string // the dead-letter hub
-	name       string
-	parts      []*partitionReceiver
-	bal        *balancer     // load balancer (balance.go), nil unless Balanced
-	sem        chan struct{} // handler calls running at once
+	// autoPrefetch: no broker.Prefetch was given, so cfg.Prefetch is the
+	// floor of a credit sized to the round trip (creditFor).
+	autoPrefetch bool
+	epoch        *int64
+	only         []string
+	onLost       OnOwnershipLost
+	limit        int    // deliveries of an event before it is dead-lettered (0: no limit)
+	deadTopic    string // the dead-letter hub
+	name         string
+	parts        []*partitionReceiver
+	bal          *balancer     // load balancer (balance.go), nil unless Balanced
+	sem          chan struct{} // handler calls running at once
 
 	mu      sync.Mutex
 	running int // partitions that have not stopped for good
@@ -419,16 +425,21 @@ func (p *partitionReceiver) attachLink(ctx context.Context, c *amqpConn, sel str
 		return receiverLink{}, err
 	}
 	tokenDone := time.Since(start)
+	began := time.Now()
 	sess, err := c.conn.NewSession(ctx, nil)
 	if err != nil {
 		return receiverLink{}, wrapErr("attach", addr, err)
+	}
+	credit := s.cfg.Prefetch
+	if s.autoPrefetch {
+		credit = creditFor(credit, time.Since(began))
 	}
 	props := map[string]any{propReceiverName: p.name}
 	if s.epoch != nil {
 		props[propEpoch] = *s.epoch
 	}
 	rcv, err := sess.NewReceiver(ctx, addr, &amqp.ReceiverOptions{
-		Credit:              int32(min(s.cfg.Prefetch, 1<<20)),
+		Credit:              int32(min(credit, 1<<20)),
 		SettlementMode:      amqp.ReceiverSettleModeFirst.Ptr(),
 		Filters:             []amqp.LinkFilter{amqp.NewSelectorFilter(sel)},
 		Properties:          props,
@@ -442,8 +453,16 @@ func (p *partitionReceiver) attachLink(ctx context.Context, c *amqpConn, sel str
 	}
 	c.touch()
 	b.log.Info("receiver attached", "conn", c.gen, "source", addr, "selector", sel, "owner_level", epochString(s.epoch),
-		"put_token", tokenDone, "elapsed", time.Since(start))
+		"credit", credit, "put_token", tokenDone, "elapsed", time.Since(start))
 	return receiverLink{sess: sess, rcv: rcv}, nil
+}
+
+// creditFor is the link credit that keeps PrefetchRate up over a round
+// trip rtt: at least floor, at most MaxAutoPrefetch (or floor, if that is
+// higher).
+func creditFor(floor int, rtt time.Duration) int {
+	n := int(math.Ceil(rtt.Seconds() * PrefetchRate))
+	return max(floor, min(n, MaxAutoPrefetch))
 }
 
 // closeReceiverAsync detaches l and ends its session in the background,
