@@ -2,6 +2,8 @@ package driver
 
 import (
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/isobroker/broker"
 )
@@ -112,6 +114,16 @@ func DeadLetterTopicOf(topic string, c broker.SubscribeConfig) string {
 		return c.DeadLetterTopic
 	}
 	return broker.DeadLetterTopic(topic)
+}
+
+// PrefetchForRoundTrip is the read-ahead (prefetch, link credit) that
+// keeps rate messages a second flowing over a round trip rtt, since a
+// consumer has at most its read-ahead in flight: rate × rtt, at least
+// floor and at most ceiling (or floor, if that is higher). Adapters apply
+// it when the subscriber gave no broker.Prefetch.
+func PrefetchForRoundTrip(floor int, rtt time.Duration, rate float64, ceiling int) int {
+	n := int(math.Ceil(rtt.Seconds() * rate))
+	return max(floor, min(n, ceiling))
 }
 
 // PrefetchOr returns c.Prefetch, or def when the subscriber left it at

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/isobroker/broker"
 	"github.com/isobroker/broker/driver"
@@ -63,5 +64,25 @@ func TestCheckHelpers(t *testing.T) {
 	}
 	if cfg, err := driver.CheckSubscribe("t", h, replay, broker.StartAt(broker.AtSequence(5, true))); err != nil || cfg.Start.Sequence != 5 {
 		t.Errorf("replay: %+v %v", cfg, err)
+	}
+}
+
+func TestPrefetchForRoundTrip(t *testing.T) {
+	for _, c := range []struct {
+		floor   int
+		rtt     time.Duration
+		ceiling int
+		want    int
+	}{
+		{128, 0, 1000, 128},                    // loopback: the floor
+		{128, 2 * time.Millisecond, 1000, 128}, // 40 < floor
+		{128, 20 * time.Millisecond, 1000, 400},
+		{128, 20*time.Millisecond + time.Nanosecond, 1000, 401}, // rounded up
+		{128, time.Second, 1000, 1000},                          // capped
+		{2000, time.Second, 1000, 2000},                         // a floor above the cap wins
+	} {
+		if got := driver.PrefetchForRoundTrip(c.floor, c.rtt, 20000, c.ceiling); got != c.want {
+			t.Errorf("PrefetchForRoundTrip(%d, %v, 20000, %d) = %d, want %d", c.floor, c.rtt, c.ceiling, got, c.want)
+		}
 	}
 }

@@ -252,7 +252,7 @@ type subscription struct {
 	cfg        broker.SubscribeConfig
 	h          broker.Handler
 	// autoPrefetch: no broker.Prefetch was given, so cfg.Prefetch is the
-	// floor of a credit sized to the round trip (creditFor).
+	// floor of a credit sized to the round trip (PrefetchRate).
 	autoPrefetch bool
 	epoch        *int64
 	only         []string
@@ -432,7 +432,7 @@ func (p *partitionReceiver) attachLink(ctx context.Context, c *amqpConn, sel str
 	}
 	credit := s.cfg.Prefetch
 	if s.autoPrefetch {
-		credit = creditFor(credit, time.Since(began))
+		credit = driver.PrefetchForRoundTrip(credit, time.Since(began), PrefetchRate, MaxAutoPrefetch)
 	}
 	props := map[string]any{propReceiverName: p.name}
 	if s.epoch != nil {
@@ -455,14 +455,6 @@ func (p *partitionReceiver) attachLink(ctx context.Context, c *amqpConn, sel str
 	b.log.Info("receiver attached", "conn", c.gen, "source", addr, "selector", sel, "owner_level", epochString(s.epoch),
 		"credit", credit, "put_token", tokenDone, "elapsed", time.Since(start))
 	return receiverLink{sess: sess, rcv: rcv}, nil
-}
-
-// creditFor is the link credit that keeps PrefetchRate up over a round
-// trip rtt: at least floor, at most MaxAutoPrefetch (or floor, if that is
-// higher).
-func creditFor(floor int, rtt time.Duration) int {
-	n := int(math.Ceil(rtt.Seconds() * PrefetchRate))
-	return max(floor, min(n, MaxAutoPrefetch))
 }
 
 // closeReceiverAsync detaches l and ends its session in the background,

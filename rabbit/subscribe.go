@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -451,7 +450,7 @@ func (s *subscription) setPrefetch(ch *amqp.Channel) (int, error) {
 	if !s.autoPrefetch {
 		return s.cfg.Prefetch, nil
 	}
-	n := prefetchFor(s.cfg.Prefetch, time.Since(began))
+	n := driver.PrefetchForRoundTrip(s.cfg.Prefetch, time.Since(began), PrefetchRate, MaxAutoPrefetch)
 	if n == s.cfg.Prefetch {
 		return n, nil
 	}
@@ -459,14 +458,6 @@ func (s *subscription) setPrefetch(ch *amqp.Channel) (int, error) {
 		return 0, wireError("rabbit: set prefetch", err)
 	}
 	return n, nil
-}
-
-// prefetchFor is the prefetch that keeps PrefetchRate up over a round
-// trip rtt: at least floor, at most MaxAutoPrefetch (or floor, if that is
-// higher).
-func prefetchFor(floor int, rtt time.Duration) int {
-	n := int(math.Ceil(rtt.Seconds() * PrefetchRate))
-	return max(floor, min(n, MaxAutoPrefetch))
 }
 
 func headerString(v any) string {
