@@ -2,6 +2,7 @@ package eventhubs_test
 
 import (
 	"context"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,31 +14,37 @@ import (
 )
 
 // TestCreditSizedToTheRoundTrip: without broker.Prefetch a partition
-// receiver's credit is DefaultPrefetch nearby and PrefetchRate × the
-// round trip far away (every frame 40 ms late: a session begin takes at
-// least 40 ms, so at least 800 credits); an explicit Prefetch is kept at
-// any distance.
+// receiver's credit follows the documented rule, max(DefaultPrefetch,
+// PrefetchRate × the session begin's round trip) up to MaxAutoPrefetch:
+// nearby that is DefaultPrefetch (unless the machine made the begin
+// slower than 15 ms, which the rule then follows), and with every frame
+// 40 ms late (a begin of at least 40 ms) at least 800. An explicit
+// Prefetch is kept at any distance.
 func TestCreditSizedToTheRoundTrip(t *testing.T) {
 	const delay = 40 * time.Millisecond
 	e := startEmulator(t, emulator.Config{IdleTimeout: -1})
 	hub := newHub(t, e, 1)
-	credit := func(logs *logBuffer) int {
+	// attached reads the credit and the measured round trip off the
+	// receiver's "receiver attached" log line.
+	attached := func(logs *logBuffer) (int, time.Duration) {
 		t.Helper()
 		for _, l := range strings.Split(logs.String(), "\n") {
 			if !strings.Contains(l, "receiver attached") {
 				continue
 			}
-			_, after, _ := strings.Cut(l, " credit=")
-			n, err := strconv.Atoi(strings.Fields(after)[0])
-			if err != nil {
-				t.Fatalf("no credit in %q: %v", l, err)
+			_, c, _ := strings.Cut(l, " credit=")
+			_, r, _ := strings.Cut(l, " round_trip=")
+			n, err1 := strconv.Atoi(strings.Fields(c + " ")[0])
+			rtt, err2 := time.ParseDuration(strings.Fields(r + " ")[0])
+			if err1 != nil || err2 != nil {
+				t.Fatalf("no credit or round trip in %q: %v %v", l, err1, err2)
 			}
-			return n
+			return n, rtt
 		}
 		t.Fatalf("no receiver attached:\n%s", logs)
-		return 0
+		return 0, 0
 	}
-	subscribe := func(dialer eventhubs.ContextDialer, opts ...broker.SubscribeOption) int {
+	subscribe := func(dialer eventhubs.ContextDialer, opts ...broker.SubscribeOption) (int, time.Duration) {
 		logs := &logBuffer{}
 		var bopts []eventhubs.Option
 		if dialer != nil {
@@ -49,16 +56,25 @@ func TestCreditSizedToTheRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sub.Close(context.Background())
-		return credit(logs)
+		return attached(logs)
 	}
-	if n := subscribe(nil); n != eventhubs.DefaultPrefetch {
-		t.Errorf("credit nearby = %d, want DefaultPrefetch (%d)", n, eventhubs.DefaultPrefetch)
+	// rule is the documented credit for a measured round trip.
+	rule := func(rtt time.Duration) int {
+		n := int(math.Ceil(rtt.Seconds() * eventhubs.PrefetchRate))
+		return max(eventhubs.DefaultPrefetch, min(n, eventhubs.MaxAutoPrefetch))
 	}
-	want := int(eventhubs.PrefetchRate * delay.Seconds())
-	if n := subscribe(slowWrites{delay: delay}); n < want || n > eventhubs.MaxAutoPrefetch {
-		t.Errorf("credit with every frame %v late = %d, want between %d and MaxAutoPrefetch (%d)", delay, n, want, eventhubs.MaxAutoPrefetch)
+	n, rtt := subscribe(nil)
+	if n != rule(rtt) {
+		t.Errorf("credit nearby = %d for a round trip of %v, want %d", n, rtt, rule(rtt))
 	}
-	if n := subscribe(slowWrites{delay: delay}, broker.Prefetch(7)); n != 7 {
+	n, rtt = subscribe(slowWrites{delay: delay})
+	if rtt < delay {
+		t.Fatalf("session begin took %v with every frame %v late", rtt, delay)
+	}
+	if want := int(eventhubs.PrefetchRate * delay.Seconds()); n < want || n != rule(rtt) {
+		t.Errorf("credit with every frame %v late = %d (round trip %v), want %d and at least %d", delay, n, rtt, rule(rtt), want)
+	}
+	if n, _ := subscribe(slowWrites{delay: delay}, broker.Prefetch(7)); n != 7 {
 		t.Errorf("credit with broker.Prefetch(7) far away = %d, want 7", n)
 	}
 }

@@ -430,9 +430,10 @@ func (p *partitionReceiver) attachLink(ctx context.Context, c *amqpConn, sel str
 	if err != nil {
 		return receiverLink{}, wrapErr("attach", addr, err)
 	}
+	rtt := time.Since(began) // the session begin's round trip
 	credit := s.cfg.Prefetch
 	if s.autoPrefetch {
-		credit = driver.PrefetchForRoundTrip(credit, time.Since(began), PrefetchRate, MaxAutoPrefetch)
+		credit = driver.PrefetchForRoundTrip(credit, rtt, PrefetchRate, MaxAutoPrefetch)
 	}
 	props := map[string]any{propReceiverName: p.name}
 	if s.epoch != nil {
@@ -453,7 +454,7 @@ func (p *partitionReceiver) attachLink(ctx context.Context, c *amqpConn, sel str
 	}
 	c.touch()
 	b.log.Info("receiver attached", "conn", c.gen, "source", addr, "selector", sel, "owner_level", epochString(s.epoch),
-		"credit", credit, "put_token", tokenDone, "elapsed", time.Since(start))
+		"credit", credit, "round_trip", rtt, "put_token", tokenDone, "elapsed", time.Since(start))
 	return receiverLink{sess: sess, rcv: rcv}, nil
 }
 
