@@ -19,9 +19,9 @@
 // the PartitionIDHeader header sends to one partition; broker.Group is the
 // consumer group (default "$Default"); broker.StartAt picks the start
 // position; broker.Prefetch is each receiver's link credit (without it,
-// sized to the round trip: PrefetchRate); OwnerLevel,
-// Partitions, OnOwnershipLost, Balanced and the deprecated
-// MaxHandlerRetries are driver options (broker.WithDriverOption).
+// sized to the round trip: PrefetchRate); OwnerLevel, Partitions,
+// OnOwnershipLost, Balanced and the deprecated MaxHandlerRetries are
+// driver options (broker.WithDriverOption).
 // HubProperties and PartitionProperties read $management.
 //
 // Poison events: the portable options are honoured (Capabilities

@@ -13,9 +13,8 @@ import (
 
 // TestIdleRequestLinksReleased: the $cbs and $management request links
 // are detached soon after their last call (after as long as attaching
-// them took, 10 ms to 1 s), so an idle broker
-// holds only its event links; the next call that needs one attaches a
-// new link and works. The connection and the sender stay up throughout.
+// them took, 10 ms to 1 s), so an idle broker holds only its event links;
+// the next call that needs one attaches a new link and works. The connection and the sender stay up throughout.
 func TestIdleRequestLinksReleased(t *testing.T) {
 	e := startEmulator(t, emulator.Config{IdleTimeout: -1})
 	hub1, hub2 := newHub(t, e, 1), newHub(t, e, 1)

@@ -98,7 +98,7 @@ func (s *session) openChannel(id int) (*pubChannel, error) {
 	// after 5 s). The writer drains it before every write, with room in
 	// the window, so what can arrive before the next drain are returns of
 	// messages in flight then and of the one write after it: at most
-	// PublishWindow. Each entry is about 250 bytes, all allocated here:
+	// PublishWindow. Each entry is about 280 bytes, all allocated here:
 	// the queue is the largest part of an open's memory, so no more room
 	// than that bound and a small margin.
 	pc.returns = ch.NotifyReturn(make(chan amqp.Return, s.l.b.cfg.PublishWindow+16))
